@@ -1,0 +1,35 @@
+# Two commands for students and CI; each sets up its own environment on a fresh machine.
+#   make lab     create/update .venv, then open JupyterLab on the course's first lesson
+#   make test    create/update .venv, then run every test (pytest for mmcore + nbval for every notebook)
+# Options: COURSE_LANG=bn (open the Bengali lessons), PYTHON=python3.11 (the interpreter for the venv).
+
+PYTHON ?= python3
+VENV ?= .venv
+COURSE_LANG ?= en
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mmcore-installed
+
+.PHONY: lab test bench lessons clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mmcore)" >/dev/null
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) lessons/$(COURSE_LANG)/00-getting-started.ipynb
+
+test: $(STAMP)
+	MMCORE_QUICK=1 $(PY) -m pytest
+
+# Speed and quality benchmarks: they print ratios against the reference measured in the same run.
+bench: $(STAMP)
+	@for f in tests/benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# Rebuild lessons/ and solutions/ from lessons/src (en + bn with identical code) and execute them (full run).
+lessons: $(STAMP)
+	$(PY) lessons/build.py --execute
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

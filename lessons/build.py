@@ -1,0 +1,183 @@
+"""Build the course notebooks from their bilingual sources, and optionally execute them.
+
+Each lesson is written once, in ``lessons/src/NN-topic.md`` (solutions in ``solutions/src/``), as a list of
+cells separated by marker lines:
+
+    %% md en          English prose (markdown)
+    %% md bn          the same prose in Bengali
+    %% code           a code cell, shared by both languages
+
+This makes the rule "identical code in both languages" true by construction, and it keeps prose pairs next to
+each other so that a translator sees both. The builder writes ``lessons/en/NN-topic.ipynb`` and
+``lessons/bn/NN-topic.ipynb``, adds the Colab set-up cell (the repository URL comes from ``pyproject.toml``,
+the one place it is defined), and with ``--execute`` runs each notebook in a normal (not quick) run and stores
+the outputs without volatile metadata.
+
+    python lessons/build.py                 # write every notebook (keeps nothing from old outputs)
+    python lessons/build.py --execute 00    # write and execute the notebooks whose name starts with 00
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = ("lessons", "solutions")
+LANGS = ("en", "bn")
+MARKER = re.compile(r"^%% (md (en|bn)|code)\s*$")
+
+
+def repository_url() -> str:
+    """The course repository's URL, defined once in pyproject.toml ([project.urls] Repository)."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    match = re.search(r'^Repository\s*=\s*"([^"]+)"', text, re.MULTILINE)
+    if not match:
+        raise RuntimeError("pyproject.toml has no [project.urls] Repository = \"...\" line")
+    return match.group(1)
+
+
+@dataclass
+class Cell:
+    kind: str  # "markdown" or "code"
+    lang: str | None  # "en" / "bn" for markdown, None for shared code
+    source: str
+
+
+def parse(text: str, name: str = "<source>") -> list[Cell]:
+    """Split a lesson source into cells; every English prose cell must be followed by its Bengali twin."""
+    cells: list[Cell] = []
+    current: Cell | None = None
+    lines: list[str] = []
+
+    def close():
+        if current is not None:
+            current.source = "\n".join(lines).strip("\n")
+            cells.append(current)
+
+    for number, line in enumerate(text.splitlines(), 1):
+        match = MARKER.match(line)
+        if match:
+            close()
+            lines = []
+            current = Cell("code", None, "") if match.group(1) == "code" else Cell("markdown", match.group(2), "")
+        elif current is None and line.strip():
+            raise ValueError(f"{name}:{number}: text before the first '%% md en' / '%% code' marker")
+        else:
+            lines.append(line)
+    close()
+    for i, cell in enumerate(cells):
+        if cell.kind == "markdown" and cell.lang == "en":
+            if i + 1 >= len(cells) or cells[i + 1].lang != "bn":
+                raise ValueError(f"{name}: English cell #{i} has no Bengali twin right after it")
+        if cell.kind == "markdown" and cell.lang == "bn" and (i == 0 or cells[i - 1].lang != "en"):
+            raise ValueError(f"{name}: Bengali cell #{i} has no English twin right before it")
+        if not cell.source.strip():
+            raise ValueError(f"{name}: cell #{i} is empty")
+    return cells
+
+
+COLAB_BADGE = {
+    "en": "[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})",
+    "bn": "[![Colab-এ খুলুন](https://colab.research.google.com/assets/colab-badge.svg)]({url})",
+}
+
+SETUP_CELL = """\
+# Set-up: in Google Colab this installs the course (the mmcore package, its data and a Bengali font);
+# on your own machine (`make lab`) it does nothing.
+import os, sys
+if "google.colab" in sys.modules:
+    if not os.path.isdir("/content/course"):
+        !git clone -q --depth 1 {url} /content/course
+        !pip install -q -e /content/course
+        !apt-get -qq install -y fonts-noto-core > /dev/null
+    sys.path.insert(0, "/content/course")"""
+
+
+def colab_url(repo: str, kind: str, lang: str, stem: str) -> str:
+    path = repo.removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{path}/blob/main/{kind}/{lang}/{stem}.ipynb"
+
+
+def to_notebook(cells: list[Cell], lang: str, kind: str, stem: str, repo: str) -> nbformat.NotebookNode:
+    """One language's notebook: its prose, the shared code, a Colab badge and the Colab set-up cell."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    }
+    picked = [c for c in cells if c.kind == "code" or c.lang == lang]
+    first_title = picked[0]
+    if first_title.kind != "markdown":
+        raise ValueError(f"{stem}: a notebook starts with its title (a markdown cell)")
+    badge = COLAB_BADGE[lang].format(url=colab_url(repo, kind, lang, stem))
+    out = [nbformat.v4.new_markdown_cell(first_title.source + "\n\n" + badge),
+           nbformat.v4.new_code_cell(SETUP_CELL.format(url=repo))]
+    for cell in picked[1:]:
+        make = nbformat.v4.new_markdown_cell if cell.kind == "markdown" else nbformat.v4.new_code_cell
+        out.append(make(cell.source))
+    for i, cell in enumerate(out):
+        cell.id = f"{stem[:2]}-{i:03d}"  # stable ids: small diffs when a lesson is rebuilt
+    nb.cells = out
+    return nb
+
+
+def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop volatile metadata (timings, widget state, kernel versions) so a rebuild changes only what changed."""
+    nb.metadata.pop("widgets", None)
+    nb.metadata["language_info"] = {"name": "python"}
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("collapsed", None)
+        cell.metadata.pop("scrolled", None)
+    return nb
+
+
+def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 1800) -> nbformat.NotebookNode:
+    """Run a notebook top to bottom as a student would (a normal run: MMCORE_QUICK unset)."""
+    from nbclient import NotebookClient
+
+    os.environ.pop("MMCORE_QUICK", None)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
+    client.execute()
+    return nb
+
+
+def build(kind: str, stem: str, run: bool) -> list[Path]:
+    source = ROOT / kind / "src" / f"{stem}.md"
+    cells = parse(source.read_text(encoding="utf-8"), str(source))
+    repo = repository_url()
+    written = []
+    for lang in LANGS:
+        target = ROOT / kind / lang / f"{stem}.ipynb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nb = to_notebook(cells, lang, kind, stem, repo)
+        if run:
+            print(f"executing {target.relative_to(ROOT)} ...", flush=True)
+            execute(nb, target.parent)
+        nbformat.write(clean(nb), target)
+        written.append(target)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("prefixes", nargs="*", help="build only sources whose name starts with one of these")
+    parser.add_argument("--execute", action="store_true", help="run each notebook and store its outputs")
+    args = parser.parse_args(argv)
+    for kind in KINDS:
+        for source in sorted((ROOT / kind / "src").glob("*.md")):
+            if args.prefixes and not any(source.stem.startswith(p) for p in args.prefixes):
+                continue
+            for path in build(kind, source.stem, args.execute):
+                print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size / 1024:.0f} KB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

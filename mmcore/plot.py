@@ -1,0 +1,102 @@
+"""Plotting helpers the lessons call: fonts that render Bengali and English together, and image grids.
+
+Matplotlib draws Bengali correctly (with its vowel signs and conjuncts shaped) once a Bengali font is
+installed; ``setup_fonts()`` puts one in a fallback list behind the usual Latin font so that a label such as
+"red circle / লাল বৃত্ত" mixes both scripts. Where no Bengali font is installed it says once how to get one.
+This module is a leaf: notebooks import it, models never do.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+import matplotlib
+import matplotlib.pyplot as plt
+from matplotlib import font_manager
+
+# Tried in order for every character: the first font that has a glyph draws it.
+LATIN_FONTS = ["DejaVu Sans"]
+BENGALI_FONTS = ["Noto Sans Bengali", "Noto Serif Bengali", "Lohit Bengali", "Vrinda", "Nirmala UI", "Kohinoor Bangla"]
+
+INSTALL_HELP = """No Bengali font was found, so Bengali labels in plots will show as empty boxes.
+Install one, then restart the kernel:
+  Debian / Ubuntu:  sudo apt-get install fonts-noto-core
+  conda:            conda install -c conda-forge font-ttf-noto  (or copy NotoSansBengali-Regular.ttf to ~/.fonts)
+  Colab:            !apt-get -qq install fonts-noto-core, then Runtime > Restart session
+  macOS / Windows:  Kohinoor Bangla / Nirmala UI are already installed with the system"""
+
+_warned = False
+
+
+def bengali_font() -> str | None:
+    """The name of an installed Bengali font, or None.
+
+    A font installed after matplotlib built its cache (e.g. ``apt-get install`` in a running Colab session) is
+    registered on the fly, so no kernel restart is needed.
+    """
+    name = _known_bengali_font()
+    if name is None:
+        for path in font_manager.findSystemFonts():
+            if "bengali" in path.lower() or "bangla" in path.lower():
+                font_manager.fontManager.addfont(path)
+        name = _known_bengali_font()
+    return name
+
+
+def _known_bengali_font() -> str | None:
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return next((name for name in BENGALI_FONTS if name in installed), None)
+
+
+def setup_fonts(size: float = 10.0) -> str | None:
+    """Configure matplotlib so labels can mix Latin and Bengali script; return the Bengali font used (or None).
+
+    Warns once, with install instructions, when no Bengali font is installed.
+    """
+    global _warned
+    bengali = bengali_font()
+    matplotlib.rcParams["font.family"] = LATIN_FONTS + ([bengali] if bengali else [])
+    matplotlib.rcParams["font.size"] = size
+    matplotlib.rcParams["axes.unicode_minus"] = False
+    if bengali is None and not _warned:
+        warnings.warn(INSTALL_HELP, stacklevel=2)
+        _warned = True
+    return bengali
+
+
+def image_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int = 8,
+               cell: float = 1.4, title_size: float = 7.0, suptitle: str | None = None):
+    """Show PIL images (or HWC arrays, or CHW tensors in [0, 1]) in a grid with optional titles; returns the figure.
+
+    The figure is sized ``cell`` inches per image, so that a committed notebook stays small.
+    """
+    setup_fonts()
+    n = len(images)
+    if n == 0:
+        raise ValueError("image_grid needs at least one image")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"got {n} images but {len(titles)} titles")
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows + (0.3 if suptitle else 0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(_as_hwc(images[i]), interpolation="nearest")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=title_size)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def _as_hwc(image):
+    """PIL image, HWC array or CHW tensor -> something ``imshow`` takes."""
+    if hasattr(image, "detach"):  # torch tensor (C, H, W) in [0, 1]
+        image = image.detach().float().cpu().clamp(0, 1)
+        return image.permute(1, 2, 0).numpy() if image.ndim == 3 else image.numpy()  # (H, W, C)
+    return image

@@ -1,0 +1,159 @@
+"""The course's structure: bilingual twins with identical code, clean committed notebooks, one set of
+dependencies for pip and conda, and the README's commands being the ones CI runs."""
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "lessons"))
+import build  # noqa: E402  (lessons/build.py)
+
+KINDS = ("lessons", "solutions")
+BENGALI = re.compile(r"[\u0980-\u09FF]")
+LETTER = re.compile(r"[A-Za-z\u0980-\u09FF]")
+
+
+def notebooks(kind: str, lang: str) -> dict[str, Path]:
+    return {p.name: p for p in sorted((ROOT / kind / lang).glob("*.ipynb"))}
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def cells(nb: dict, kind: str) -> list[str]:
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == kind]
+
+
+ALL = [p for kind in KINDS for lang in build.LANGS for p in notebooks(kind, lang).values()]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_notebook_exists_in_both_languages(kind):
+    en, bn = notebooks(kind, "en"), notebooks(kind, "bn")
+    assert en, f"{kind}/en has no notebooks"
+    assert set(en) == set(bn), f"only in one language: {sorted(set(en) ^ set(bn))}"
+
+
+def test_every_lesson_has_solutions():
+    lessons = {n[:2] for n in notebooks("lessons", "en")}
+    solutions = {n[:2] for n in notebooks("solutions", "en")}
+    assert lessons == solutions
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_code_cells_are_identical_in_both_languages(kind):
+    for name, en in notebooks(kind, "en").items():
+        bn = notebooks(kind, "bn")[name]
+        assert cells(load(en), "code") == cells(load(bn), "code"), f"{kind}/{name}: code differs between en and bn"
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}/{p.name}")
+def test_notebook_is_clean_small_and_ran_without_errors(path):
+    nb = load(path)
+    assert path.stat().st_size < 1_000_000, f"{path.name} is {path.stat().st_size / 1e6:.1f} MB; keep figures small"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(c.get("execution_count") for c in code), "commit notebooks with the outputs of a full run"
+    for c in code:
+        assert not any(o.get("output_type") == "error" for o in c["outputs"]), f"stored error in {path.name}"
+        assert "execution" not in c["metadata"], "volatile timing metadata: rebuild with lessons/build.py"
+    assert set(nb["metadata"]) <= {"kernelspec", "language_info"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bengali_prose_is_really_bengali(kind):
+    for name, path in notebooks(kind, "bn").items():
+        for text in cells(load(path), "markdown"):
+            letters = LETTER.findall(re.sub(r"\(http[^)]*\)|`[^`]*`|\$[^$]*\$", "", text))
+            if len(letters) >= 20:
+                share = len(BENGALI.findall("".join(letters))) / len(letters)
+                assert share > 0.6, f"bn/{name}: a prose cell is mostly not Bengali: {text[:80]!r}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_notebooks_are_what_the_sources_build(kind):
+    """Committed notebooks must match lessons/src (same prose, same code): edit the source, then rebuild."""
+    repo = build.repository_url()
+    for source in sorted((ROOT / kind / "src").glob("*.md")):
+        parsed = build.parse(source.read_text(encoding="utf-8"), source.name)
+        for lang in build.LANGS:
+            expected = build.to_notebook(parsed, lang, kind, source.stem, repo)
+            committed = load(ROOT / kind / lang / f"{source.stem}.ipynb")
+            got = [(c["cell_type"], "".join(c["source"])) for c in committed["cells"]]
+            assert got == [(c.cell_type, c.source) for c in expected.cells], \
+                f"{kind}/{lang}/{source.stem}.ipynb is stale: run `python lessons/build.py --execute {source.stem[:2]}`"
+
+
+def test_lessons_start_with_goals_and_end_with_exercises():
+    for name, path in notebooks("lessons", "en").items():
+        prose = cells(load(path), "markdown")
+        assert "Learning goals" in prose[0] or "Learning goals" in prose[1], name
+        assert any("Exercises" in t for t in prose[-3:]), name
+    for name, path in notebooks("lessons", "bn").items():
+        prose = cells(load(path), "markdown")
+        assert "শেখার লক্ষ্য" in prose[0] or "শেখার লক্ষ্য" in prose[1], name
+        assert any("অনুশীলনী" in t for t in prose[-3:]), name
+
+
+def test_parser_rejects_a_missing_translation():
+    with pytest.raises(ValueError, match="no Bengali twin"):
+        build.parse("%% md en\n# Title\n%% code\nprint(1)\n")
+    with pytest.raises(ValueError, match="no English twin"):
+        build.parse("%% md en\n# A\n%% md bn\n# আ\n%% md bn\n# ই\n")
+
+
+def test_glossary_terms_are_used_consistently():
+    """Bengali notebooks use the glossary's term, never the variants it lists under 'avoid'."""
+    rows = [line.split("|")[1:-1] for line in (ROOT / "lessons" / "glossary.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("|") and not line.startswith("| ---") and not line.startswith("| English")]
+    assert len(rows) >= 20
+    avoid = {w.strip(): row[1].strip() for row in rows for w in row[2].split(",") if w.strip() and w.strip() != "-"}
+    for kind in KINDS:
+        for name, path in notebooks(kind, "bn").items():
+            prose = " ".join(cells(load(path), "markdown"))
+            for word, preferred in avoid.items():
+                assert word not in prose, f"bn/{name} says {word!r}; the glossary's term is {preferred!r}"
+
+
+def dependency_names(text: str) -> set[str]:
+    return {re.split(r"[<>=\[ ;]", d.strip().strip('"'), maxsplit=1)[0].lower() for d in text.split(",") if d.strip()}
+
+
+CONDA_NAMES = {"pytorch": "torch", "matplotlib-base": "matplotlib", "open-clip-torch": "open_clip_torch"}
+
+
+def test_environment_yml_has_the_same_packages_as_pyproject():
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    core = dependency_names(re.search(r"^dependencies = \[(.*?)\]", pyproject, re.S | re.M).group(1))
+    test = dependency_names(re.search(r"^test = \[(.*?)\]", pyproject, re.S | re.M).group(1))
+    env = (ROOT / "environment.yml").read_text(encoding="utf-8")
+    listed = set()
+    for line in env.splitlines():
+        m = re.match(r"\s+- ([A-Za-z0-9_.-]+)", line)
+        if m and m.group(1) not in {"python", "pip", "pip:", "-e", "font-ttf-noto"}:
+            name = m.group(1).lower()
+            listed.add(CONDA_NAMES.get(name, name))
+    assert core | test == listed
+
+
+def test_readme_gives_the_commands_ci_runs():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "make test" in readme and "make lab" in readme
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"^make test$", ci, re.M), ".ci/run must run the README's test command"
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "MMCORE_QUICK=1 $(PY) -m pytest" in makefile
+
+
+def test_repository_url_is_defined_once():
+    """README's Colab links point at the repository named in pyproject.toml."""
+    repo = build.repository_url()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"https://colab\.research\.google\.com/github/([^/]+/[^/]+)/", readme)
+    assert links and set(links) == {repo.removeprefix("https://github.com/")}
+    for path in ALL:
+        setup = cells(load(path), "code")[0]
+        assert repo in setup
