@@ -8,6 +8,7 @@ This module is a leaf: notebooks import it, models never do.
 from __future__ import annotations
 
 import math
+import textwrap
 import warnings
 from typing import Sequence
 
@@ -66,10 +67,11 @@ def setup_fonts(size: float = 10.0) -> str | None:
 
 
 def image_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int = 8,
-               cell: float = 1.4, title_size: float = 7.0, suptitle: str | None = None):
+               cell: float = 1.4, title_size: float = 7.0, suptitle: str | None = None, wrap: int = 24):
     """Show PIL images (or HWC arrays, or CHW tensors in [0, 1]) in a grid with optional titles; returns the figure.
 
-    The figure is sized ``cell`` inches per image, so that a committed notebook stays small.
+    The figure is sized ``cell`` inches per image, so that a committed notebook stays small; titles longer than
+    ``wrap`` characters are wrapped onto several lines (a title may already hold line breaks, e.g. en + bn).
     """
     setup_fonts()
     n = len(images)
@@ -87,7 +89,8 @@ def image_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int
             continue
         ax.imshow(_as_hwc(images[i]), interpolation="nearest")
         if titles is not None:
-            ax.set_title(titles[i], fontsize=title_size)
+            lines = [textwrap.fill(line, wrap) for line in str(titles[i]).split("\n")]
+            ax.set_title("\n".join(lines), fontsize=title_size)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
