@@ -120,3 +120,66 @@ def _as_hwc(image):
         image = image.detach().float().cpu().clamp(0, 1)
         return image.permute(1, 2, 0).numpy() if image.ndim == 3 else image.numpy()  # (H, W, C)
     return image
+
+
+def similarity_heatmap(similarity, images: Sequence, texts: Sequence[str], title: str | None = None,
+                       cell: float = 0.62, thumb: float = 0.9, dpi: int = 72):
+    """Cosine similarities ``(len(texts), len(images))`` as a heatmap, with each image drawn above its column.
+
+    Rows are texts (labels may mix English and Bengali), columns images; each cell shows its value, and the
+    best text of each image (column maximum) is outlined.
+    """
+    setup_fonts()
+    values = similarity.detach().float().cpu().numpy() if hasattr(similarity, "detach") else similarity
+    n_texts, n_images = values.shape
+    if (n_texts, n_images) != (len(texts), len(images)):
+        raise ValueError(f"similarity has shape {values.shape} but there are {len(texts)} texts and {len(images)} images")
+    # Figure size in inches: room for the longest text label on the left, one square cell per value.
+    left = 0.3 + 0.065 * max(len(t) for t in texts)
+    top = 0.35 + cell * (thumb + 0.3)
+    width, height = left + cell * n_images + 0.2, top + cell * n_texts + 0.1
+    fig, ax = plt.subplots(figsize=(width, height), dpi=dpi)
+    fig.subplots_adjust(left=left / width, right=1 - 0.2 / width, top=1 - 0.35 / height, bottom=0.1 / height)
+    ax.imshow(values, cmap="viridis", aspect="auto")
+    for i in range(n_images):  # thumbnails above the matrix, in data coordinates
+        ax.imshow(_as_hwc(images[i]), extent=(i - 0.45 * thumb, i + 0.45 * thumb, -0.6 - thumb, -0.6),
+                  interpolation="nearest")
+        best = int(values[:, i].argmax())
+        ax.add_patch(plt.Rectangle((i - 0.5, best - 0.5), 1, 1, fill=False, edgecolor="white", linewidth=2))
+    for t in range(n_texts):
+        for i in range(n_images):
+            ax.text(i, t, f"{values[t, i]:.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if values[t, i] > values.mean() else "white")
+    ax.set_xlim(-0.5, n_images - 0.5)
+    ax.set_ylim(n_texts - 0.5, -0.7 - thumb)
+    ax.set_yticks(range(n_texts), list(texts), fontsize=8)
+    ax.set_xticks([])
+    for side in ("top", "right", "bottom", "left"):
+        ax.spines[side].set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def training_curves(history, labels: dict[str, str] | None = None, dpi: int = 72):
+    """Loss per step and held-out zero-shot accuracy per evaluation of a :class:`mmcore.train.TrainHistory`.
+
+    ``labels`` overrides the axis texts (keys: loss, accuracy, step, english, bengali), e.g. in Bengali.
+    """
+    setup_fonts()
+    text = {"loss": "loss", "accuracy": "held-out zero-shot accuracy", "step": "step",
+            "english": "English prompts", "bengali": "Bengali prompts", **(labels or {})}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 2.8), dpi=dpi)
+    left.plot(history.step, history.loss, linewidth=0.8)
+    left.set_xlabel(text["step"])
+    left.set_ylabel(text["loss"])
+    if history.eval_step:
+        right.plot(history.eval_step, history.zero_shot, "o-", label=text["english"])
+        if history.zero_shot_bn:
+            right.plot(history.eval_step, history.zero_shot_bn, "s-", label=text["bengali"])
+        right.set_ylim(0, 1)
+        right.legend(fontsize=8)
+    right.set_xlabel(text["step"])
+    right.set_ylabel(text["accuracy"])
+    fig.tight_layout()
+    return fig

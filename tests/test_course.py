@@ -119,6 +119,7 @@ def test_glossary_terms_are_used_consistently():
 
 
 def dependency_names(text: str) -> set[str]:
+    text = re.sub(r"#.*", "", text)  # comments
     return {re.split(r"[<>=\[ ;]", d.strip().strip('"'), maxsplit=1)[0].lower() for d in text.split(",") if d.strip()}
 
 

@@ -1,0 +1,648 @@
+"""Image search with CLIP embeddings: an index over an image collection, top-k search, recall@k.
+
+**The idea.** CLIP turns an image, and a text, into a vector of ``D`` numbers (an *embedding*; ``D = 512`` for
+ViT-B/32). It was trained so that a matching image and caption point in nearly the same direction. To search a
+collection we therefore embed every image **once** (the slow part: the model runs) and keep the ``(N, D)``
+matrix. A query - a text, or another image - is embedded too, and compared with all ``N`` images.
+
+**Cosine similarity = dot product of unit vectors.** ``cos(a, b) = a . b / (|a| |b|)`` measures the angle between
+``a`` and ``b`` and ignores their lengths. After normalising every vector to length 1 it is just ``a . b``, so
+comparing ``Q`` queries with ``N`` images is one matrix product ``(Q, D) @ (D, N) -> (Q, N)``; the ``k`` best
+images per query are ``torch.topk`` of each row (:func:`cosine_topk`). This *exact* search looks at every image:
+for 100,000 images it takes milliseconds, no approximate index needed (FAISS is an optional backend).
+
+**Memory.** Embeddings are stored as float16 unit vectors: 100,000 images x 512 numbers x 2 bytes = 102.4 MB
+(float32 would need 204.8 MB). Each search converts ``chunk`` rows at a time to float32 (4,096 x 512 x 4 bytes =
+8 MiB), so the float32 copy of the whole matrix never exists.
+
+**Caching.** Re-indexing a folder only runs the model on new or changed files: embeddings are cached on disk
+(``$MMCORE_CACHE/search/``, default ``~/.cache/mmcore/search/``) in one safetensors file per model, keyed by the
+SHA-256 of each file's bytes (of the pixels, for in-memory images). The model is identified by a hash of its
+weights and its preprocessing, so changing or retraining the model never returns stale embeddings.
+
+Typical use::
+
+    model, preprocess, tokenizer = mmcore.clip.load("shapes-tiny")
+    index = build_index("my_photos/", model, preprocess, tokenizer)   # or a ShapesDataset, a list of images
+    for hit in index.search("a red circle", k=5):
+        print(f"{hit.score:.3f}  {hit.path or hit.label}")
+    index.image(hit.index)                                            # the PIL image of a result
+
+How good is a search? :func:`recall_at_k` (and :meth:`ImageIndex.evaluate`) give the fraction of queries whose
+top ``k`` results contain a correct image.
+"""
+from __future__ import annotations
+
+import hashlib
+import numbers
+import os
+import warnings
+import weakref
+from pathlib import Path
+from typing import Any, Callable, Iterable, NamedTuple, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from .images import ImageLoadError, load_image
+from .weights import default_cache_dir
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "TopK",
+    "SearchResult",
+    "cosine_topk",
+    "unit_float16",
+    "recall_at_k",
+    "relevant_items",
+    "find_images",
+    "image_digest",
+    "model_fingerprint",
+    "EmbeddingCache",
+    "encode_images",
+    "encode_texts",
+    "ImageIndex",
+    "build_index",
+    "search_results",
+]
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+DEFAULT_CHUNK = 4096  # keys converted to float32 at a time in cosine_topk: 4,096 x 512 x 4 B = 8 MiB
+
+Relevant = Union[Tensor, Sequence[Union[int, Iterable[int]]]]
+Query = Union[str, Sequence[str], Image.Image, Sequence[Image.Image], os.PathLike, Tensor]
+
+
+# ------------------------------------------------------------------------------------------- the maths: top-k
+
+
+class TopK(NamedTuple):
+    """The ``k`` best keys for each query, best first."""
+    scores: Tensor  # (Q, k) float32 cosine similarities
+    indices: Tensor  # (Q, k) int64 row numbers in ``keys``
+
+
+def cosine_topk(queries: Tensor, keys: Tensor, k: int, chunk: int = DEFAULT_CHUNK, normalized: bool = False) -> TopK:
+    """Exact top-``k`` cosine similarity of every query with every key.
+
+    ``queries`` is ``(Q, D)`` (or ``(D,)``), ``keys`` is ``(N, D)`` in any float dtype (float16 is fine). The
+    queries are normalised here, and the keys too unless ``normalized=True`` says they are unit vectors already
+    (an :class:`ImageIndex` stores them so; skipping the work makes a search about 1.5x faster). The keys are
+    processed ``chunk`` rows at a time in one reused float32 buffer: the best ``k`` of each chunk are kept, and the
+    best ``k`` of those are the answer. ``k`` larger than ``N`` is clipped to ``N``.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1; got {k}")
+    if keys.ndim != 2 or keys.shape[0] == 0:
+        raise ValueError(f"keys must be a non-empty (N, D) matrix; got shape {tuple(keys.shape)}")
+    q = F.normalize(torch.atleast_2d(queries).float().to(keys.device), dim=-1)  # (Q, D)
+    if q.shape[1] != keys.shape[1]:
+        raise ValueError(f"queries have {q.shape[1]} dimensions but the keys have {keys.shape[1]}")
+    k = min(k, keys.shape[0])
+    # One float32 buffer for all chunks: allocating a fresh one per chunk costs more than the matrix product.
+    buffer = torch.empty(min(chunk, keys.shape[0]), keys.shape[1], device=keys.device)  # (C, D)
+    best_scores, best_indices = [], []
+    for start in range(0, keys.shape[0], chunk):
+        block = buffer[:len(keys[start:start + chunk])].copy_(keys[start:start + chunk])  # (C, D) float32
+        if not normalized:
+            block.div_(torch.linalg.vector_norm(block, dim=1, keepdim=True).clamp_min_(1e-12))
+        scores = q @ block.T  # (Q, C) cosine similarities
+        top = scores.topk(min(k, scores.shape[1]), dim=1)  # (Q, k') best of this chunk
+        best_scores.append(top.values)
+        best_indices.append(top.indices + start)  # row numbers in the whole of ``keys``
+    scores, indices = torch.cat(best_scores, dim=1), torch.cat(best_indices, dim=1)  # (Q, chunks * k)
+    top = scores.topk(k, dim=1)  # (Q, k)
+    return TopK(top.values, indices.gather(1, top.indices))
+
+
+def unit_float16(vectors: Tensor, chunk: int = DEFAULT_CHUNK) -> Tensor:
+    """``vectors`` ``(N, D)`` normalised to length 1 (in float32, chunk by chunk) and stored as float16."""
+    out = torch.empty(vectors.shape, dtype=torch.float16, device=vectors.device)  # (N, D)
+    for start in range(0, vectors.shape[0], chunk):
+        out[start:start + chunk] = F.normalize(vectors[start:start + chunk].float(), dim=-1)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- evaluation
+
+
+def _relevance_mask(relevant: Relevant, n_queries: int, n_items: int) -> Tensor:
+    """``relevant`` as a bool mask (Q, N): ``mask[q, i]`` is True when item ``i`` is a correct answer to query ``q``."""
+    if isinstance(relevant, np.ndarray):
+        relevant = torch.from_numpy(relevant)
+    if isinstance(relevant, Tensor) and relevant.dtype == torch.bool:
+        mask = relevant.cpu()
+        if mask.shape != (n_queries, n_items):
+            raise ValueError(f"a relevance mask must have shape (queries, items) = {(n_queries, n_items)}; "
+                             f"got {tuple(mask.shape)}")
+    else:
+        rows = relevant.tolist() if isinstance(relevant, Tensor) else list(relevant)
+        if len(rows) != n_queries:
+            raise ValueError(f"relevant has {len(rows)} entries but there are {n_queries} queries")
+        mask = torch.zeros(n_queries, n_items, dtype=torch.bool)
+        for q, row in enumerate(rows):
+            for i in ([row] if isinstance(row, numbers.Integral) else row):
+                if not 0 <= int(i) < n_items:
+                    raise ValueError(f"query {q}: relevant position {i} is outside the index (0..{n_items - 1})")
+                mask[q, int(i)] = True
+    empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"queries {empty[:10]} have no relevant item: recall is undefined for them")
+    return mask
+
+
+def recall_at_k(query_embeddings: Tensor, index_embeddings: Tensor, relevant: Relevant,
+                ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+    """Recall@k: the fraction of queries with at least one correct item among their ``k`` most similar items.
+
+    Args:
+        query_embeddings: ``(Q, D)``, e.g. text embeddings of the queries.
+        index_embeddings: ``(N, D)``, e.g. the image embeddings of an index (any float dtype).
+        relevant: the correct items of each query, as item positions ``0..N-1``: per query an int (one correct
+            item) or a set / list of ints (several, e.g. every image with the asked-for attributes); or a bool
+            mask ``(Q, N)``. Every query needs at least one correct item.
+        ks: the values of ``k``; a ``k`` larger than ``N`` counts as ``N`` (recall 1.0).
+
+    Returns ``{k: recall}``. This is the "R@k" of the CLIP paper's retrieval tables (a query counts as found when
+    *any* of its correct items is in the top ``k``). Similarity is cosine; ties are broken arbitrarily.
+    """
+    mask = _relevance_mask(relevant, torch.atleast_2d(query_embeddings).shape[0], index_embeddings.shape[0])
+    top = cosine_topk(query_embeddings, index_embeddings, max(ks))  # (Q, kmax)
+    hits = mask.gather(1, top.indices.cpu())  # (Q, kmax): is the item ranked r-th correct?
+    return {k: hits[:, :k].any(dim=1).float().mean().item() for k in ks}
+
+
+def relevant_items(attributes: Sequence[dict[str, str]], **wanted: str) -> list[int]:
+    """Positions of the items whose attributes match all of ``wanted``.
+
+    ``relevant_items(dataset.attributes, color="red", shape="circle")`` lists every red circle of a
+    ``ShapesDataset``: the correct answers to the query "a red circle", for :func:`recall_at_k`.
+    """
+    return [i for i, attrs in enumerate(attributes) if all(attrs.get(key) == value for key, value in wanted.items())]
+
+
+# ---------------------------------------------------------------------------------- fingerprints and caching
+
+
+def find_images(folder: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Every image file under ``folder`` (recursively, sorted), by extension (case-insensitive).
+
+    Hidden files and folders (names starting with ``.``, e.g. ``.ipynb_checkpoints``) are left out.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder of images")
+    extensions = {e.lower() for e in extensions}
+    return sorted(p for p in root.rglob("*")
+                  if p.suffix.lower() in extensions and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def image_digest(image: Image.Image) -> str:
+    """SHA-256 (hex) of an in-memory image's mode, size and pixel bytes: its cache key."""
+    h = hashlib.sha256(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+_FINGERPRINTS: "weakref.WeakKeyDictionary[Any, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
+def _describe_preprocess(preprocess: Any) -> str:
+    """A stable description of a preprocessing function, for the cache key.
+
+    An object with its own ``repr`` (``Preprocess(size=224, ...)``, a torchvision ``Compose``) is described by it;
+    a plain function by its name and a hash of its bytecode, so that editing it invalidates the cache.
+    """
+    if preprocess is None:
+        return "none"
+    code = getattr(preprocess, "__code__", None)
+    if code is not None:
+        consts = repr(code.co_consts).encode()
+        return f"{preprocess.__module__}.{preprocess.__qualname__}:{hashlib.sha256(code.co_code + consts).hexdigest()}"
+    if type(preprocess).__repr__ is not object.__repr__:
+        return repr(preprocess)
+    return f"{type(preprocess).__module__}.{type(preprocess).__qualname__}"
+
+
+def model_fingerprint(model: Any, preprocess: Any = None) -> str:
+    """A short hash identifying ``model``'s weights (and ``preprocess``): the name of its embedding cache.
+
+    It hashes the name, dtype, shape and bytes of every tensor of ``model.state_dict()``; this is computed once per
+    model and recomputed only when a weight changes (e.g. after more training). An object without a
+    ``state_dict`` may instead carry its own ``fingerprint`` string attribute.
+    """
+    if not hasattr(model, "state_dict"):
+        own = getattr(model, "fingerprint", None)
+        if not isinstance(own, str):
+            raise TypeError(f"cannot fingerprint a {type(model).__name__}: it has no state_dict() and no "
+                            "'fingerprint' string attribute; pass cache=False to build_index")
+        weights = own
+    else:
+        state = model.state_dict()
+        # Tensors change in place during training; their version counters tell us when to hash again.
+        try:
+            version = tuple((name, t.data_ptr(), t._version) for name, t in state.items())
+        except RuntimeError:  # tensors made under torch.inference_mode() have no version counter: always hash
+            version = None
+        memo = _FINGERPRINTS.get(model)
+        if version is not None and memo is not None and memo[0] == version:
+            weights = memo[1]
+        else:
+            h = hashlib.sha256(type(model).__qualname__.encode())
+            for name in sorted(state):
+                t = state[name].detach().cpu().contiguous()
+                h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy())  # the raw bytes, whatever the dtype
+            weights = h.hexdigest()
+            _FINGERPRINTS[model] = (version, weights)
+    return hashlib.sha256(f"{weights}|{_describe_preprocess(preprocess)}".encode()).hexdigest()[:32]
+
+
+class EmbeddingCache:
+    """Embeddings of one model, keyed by the SHA-256 of the content they were computed from.
+
+    Stored in ``<root>/search/<fingerprint>.safetensors`` (``root``: ``$MMCORE_CACHE`` or ``~/.cache/mmcore``) as
+    two tensors: ``embeddings`` float16 ``(M, D)`` and ``sha256`` uint8 ``(M, 32)``. safetensors files hold only
+    tensors (no pickle, no code). :meth:`save` writes a temporary file and renames it, so an interrupted save
+    never leaves a broken cache; a cache file that cannot be read is ignored with a warning (and rebuilt).
+    """
+
+    def __init__(self, fingerprint: str, root: str | os.PathLike | None = None) -> None:
+        base = Path(root).expanduser() if root is not None else default_cache_dir()
+        self.path = base / "search" / f"{fingerprint}.safetensors"
+        self._stored = torch.empty(0, 0, dtype=torch.float16)  # (M, D) rows already in the file
+        self._row: dict[bytes, int] = {}  # digest -> row of _stored
+        self._new: dict[bytes, Tensor] = {}  # digest -> (D,) embedding added since the last save
+        if self.path.exists():
+            self._read()
+
+    def _read(self) -> None:
+        from safetensors.torch import load_file
+
+        try:
+            data = load_file(str(self.path))
+            stored, keys = data["embeddings"], data["sha256"]  # (M, D) float16, (M, 32) uint8
+            if stored.ndim != 2 or keys.shape != (stored.shape[0], 32):
+                raise ValueError("unexpected tensor shapes")
+        except Exception as error:  # a damaged cache must not stop the indexing: it is only a cache
+            warnings.warn(f"ignoring the unreadable search cache {self.path} ({error}); it will be rewritten",
+                          stacklevel=3)
+            return
+        self._stored = stored
+        raw = keys.contiguous().numpy().tobytes()
+        self._row = {raw[32 * i:32 * (i + 1)]: i for i in range(keys.shape[0])}
+
+    def __len__(self) -> int:
+        return len(self._row) + len(self._new)
+
+    def get(self, digest: str) -> Tensor | None:
+        """The cached ``(D,)`` float16 embedding for a hex ``digest``, or None."""
+        key = bytes.fromhex(digest)
+        if key in self._new:
+            return self._new[key]
+        row = self._row.get(key)
+        return None if row is None else self._stored[row]
+
+    def put(self, digest: str, embedding: Tensor) -> None:
+        """Remember one ``(D,)`` embedding (kept in memory until :meth:`save`)."""
+        self._new[bytes.fromhex(digest)] = embedding.detach().to("cpu", torch.float16)
+
+    def save(self) -> None:
+        """Write the new embeddings (if any) to the cache file, atomically."""
+        if not self._new:
+            return
+        from safetensors.torch import save_file
+
+        new = torch.stack(list(self._new.values()))  # (M', D)
+        keys = list(self._row) + list(self._new)
+        embeddings = torch.cat([self._stored, new]) if self._stored.numel() else new  # (M + M', D)
+        digests = torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8).view(-1, 32)  # (M + M', 32)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        save_file({"embeddings": embeddings.contiguous(), "sha256": digests}, str(temporary),
+                  metadata={"format": "mmcore-search-cache-1"})
+        os.replace(temporary, self.path)
+        self._stored, self._row, self._new = embeddings, {key: i for i, key in enumerate(keys)}, {}
+
+
+# -------------------------------------------------------------------------------------------------- encoding
+
+
+def _device_of(model: Any) -> torch.device:
+    """Where the model's weights live (the CPU for a model without parameters)."""
+    parameters = getattr(model, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return first.device if first is not None else torch.device("cpu")
+
+
+@torch.inference_mode()
+def encode_images(model: Any, preprocess: Callable[[Image.Image], Tensor], images: Sequence[Image.Image]) -> Tensor:
+    """Unit-length float32 embeddings ``(B, D)`` of a batch of PIL images (one forward pass, no gradients)."""
+    batch = torch.stack([preprocess(image) for image in images]).to(_device_of(model))  # (B, 3, H, W)
+    return F.normalize(model.encode_image(batch).float(), dim=-1)  # (B, D)
+
+
+@torch.inference_mode()
+def encode_texts(model: Any, tokenizer: Callable[..., Tensor], texts: Sequence[str]) -> Tensor:
+    """Unit-length float32 embeddings ``(B, D)`` of texts; too-long texts are truncated, not refused.
+
+    The tokenizer is called as ``tokenizer(texts, truncate=True)``, like OpenAI's ``clip.tokenize``.
+    """
+    if tokenizer is None:
+        raise ValueError("this index has no tokenizer: pass tokenizer= to build_index to search with text")
+    tokens = tokenizer(list(texts), truncate=True).to(_device_of(model))  # (B, L)
+    return F.normalize(model.encode_text(tokens).float(), dim=-1)  # (B, D)
+
+
+# ------------------------------------------------------------------------------------------------ collections
+
+
+class _Item(NamedTuple):
+    """One thing to index: its file (if any), and how to get its image and label."""
+    path: str | None  # the file, for images read from disk
+    fetch: Callable[[], tuple[Image.Image, str | None]]  # -> (PIL image, label); may raise ImageLoadError
+
+
+def _pair(entry: Any, position: int) -> tuple[Image.Image, str | None]:
+    """Check that a dataset gave an ``(image, caption)`` pair with a PIL image."""
+    if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], Image.Image)):
+        raise TypeError(f"item {position} of the dataset is not a (PIL image, caption) pair but a "
+                        f"{type(entry).__name__}: create the dataset with transform=None, preprocess does the rest")
+    return entry[0], entry[1] if isinstance(entry[1], str) else None
+
+
+def _item(entry: Any, position: int, lang: str) -> _Item:
+    """The :class:`_Item` of one element of a list: a path, a PIL image, a Photo, or an (image, caption) pair."""
+    if isinstance(entry, (str, os.PathLike)):
+        path = str(entry)
+        return _Item(path, lambda: (load_image(path), None))
+    if isinstance(entry, Image.Image):
+        return _Item(None, lambda: (entry, None))
+    if hasattr(entry, "image") and hasattr(entry, "label_en"):  # mmcore.data.Photo
+        return _Item(None, lambda: (entry.image, entry.label_bn if lang == "bn" else entry.label_en))
+    if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], Image.Image):
+        return _Item(None, lambda: _pair(entry, position))
+    raise TypeError(f"cannot index item {position} of type {type(entry).__name__}: use a folder, file paths, PIL "
+                    "images, (image, caption) pairs (e.g. a ShapesDataset) or mmcore.data.sample_photos()")
+
+
+def _items(collection: Any, lang: str) -> list[_Item]:
+    """Turn any supported collection into a list of :class:`_Item` (no image is loaded yet)."""
+    if isinstance(collection, (str, os.PathLike)):
+        collection = find_images(collection)
+        if not collection:
+            raise ValueError("nothing to index: the folder has no image files "
+                             f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, in subfolders too)")
+    if isinstance(collection, (list, tuple)):
+        return [_item(entry, i, lang) for i, entry in enumerate(collection)]
+    # A dataset (e.g. ShapesDataset) renders its images on access: ask it again whenever an image is needed,
+    # instead of keeping N images in memory.
+    return [_Item(None, lambda i=i: _pair(collection[i], i)) for i in range(len(collection))]
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="Indexing images", unit="img", disable=not enabled)
+
+
+# ------------------------------------------------------------------------------------------------- the index
+
+
+class SearchResult(NamedTuple):
+    """One search hit."""
+    index: int  # position in the index: index.image(result.index) gives the image
+    score: float  # cosine similarity with the query, in [-1, 1]
+    path: str | None  # the file, for images read from disk
+    label: str | None  # the caption / label, for datasets and photos
+
+
+class ImageIndex:
+    """Unit-length float16 embeddings ``(N, D)`` of an image collection, with what is needed to search them.
+
+    Build one with :func:`build_index`. ``ImageIndex(embeddings)`` alone also works, for searching with embedding
+    tensors (as the benchmark does).
+
+    Attributes:
+        embeddings: ``(N, D)`` float16 unit vectors; 100,000 x 512 take 102.4 MB (:attr:`memory_bytes`).
+        paths, labels: per item, its file path and its caption / label (``None`` where unknown).
+        skipped: ``(path, reason)`` for every file that could not be read during indexing.
+        n_encoded, n_cached: how many images the model encoded, and how many came from the on-disk cache.
+        backend: ``"torch"`` (exact, default) or ``"faiss"`` (exact ``IndexFlatIP``; needs ``pip install
+            faiss-cpu``; keeps its own float32 copy of the embeddings, twice the memory).
+    """
+
+    def __init__(self, embeddings: Tensor, *, paths: Sequence[str | None] | None = None,
+                 labels: Sequence[str | None] | None = None,
+                 loaders: Sequence[Callable[[], Image.Image]] | None = None, model: Any = None,
+                 preprocess: Callable[[Image.Image], Tensor] | None = None,
+                 tokenizer: Callable[..., Tensor] | None = None, backend: str = "torch",
+                 skipped: Sequence[tuple[str, str]] = ()) -> None:
+        if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+            raise ValueError(f"an index needs a non-empty (N, D) embedding matrix; got shape {tuple(embeddings.shape)}")
+        if backend not in ("torch", "faiss"):
+            raise ValueError(f"backend must be 'torch' or 'faiss'; got {backend!r}")
+        n = embeddings.shape[0]
+        self.embeddings = unit_float16(embeddings.detach())  # (N, D) float16 unit vectors
+        self.paths = list(paths) if paths is not None else [None] * n
+        self.labels = list(labels) if labels is not None else [None] * n
+        self._loaders = list(loaders) if loaders is not None else None
+        if not len(self.paths) == len(self.labels) == n or (self._loaders is not None and len(self._loaders) != n):
+            raise ValueError("paths, labels and loaders must have one entry per embedding")
+        self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
+        self.backend = backend
+        self.skipped = list(skipped)
+        self.n_encoded, self.n_cached = 0, 0
+        self._faiss = None  # built on the first FAISS search
+        if backend == "faiss":
+            _import_faiss()  # fail now, with a clear message, if it is not installed
+
+    def __len__(self) -> int:
+        return self.embeddings.shape[0]
+
+    def __repr__(self) -> str:
+        return (f"ImageIndex({len(self)} images, dim={self.embeddings.shape[1]}, backend={self.backend!r}, "
+                f"{self.memory_bytes / 1e6:.1f} MB, {len(self.skipped)} skipped)")
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of embeddings held: N x D x 2 for the float16 matrix, plus N x D x 4 once FAISS has its copy."""
+        faiss_copy = self._faiss.ntotal * self._faiss.d * 4 if self._faiss is not None else 0
+        return self.embeddings.numel() * self.embeddings.element_size() + faiss_copy
+
+    def image(self, i: int) -> Image.Image:
+        """The PIL image of item ``i`` (read again from disk, or re-rendered, for folders and datasets)."""
+        if self._loaders is None:
+            raise ValueError("this index was built from embeddings only: it has no images")
+        return self._loaders[i]()
+
+    def embed(self, query: Query) -> Tensor:
+        """Unit-length float32 embeddings ``(Q, D)`` of a query: text(s), image(s), image path(s) or embeddings."""
+        if isinstance(query, Tensor):
+            return F.normalize(torch.atleast_2d(query).float(), dim=-1)
+        queries = [query] if isinstance(query, (str, os.PathLike, Image.Image)) else list(query)
+        if not queries:
+            raise ValueError("the query list is empty")
+        if all(isinstance(q, str) for q in queries):
+            return encode_texts(self._model(), self.tokenizer, queries)
+        if all(isinstance(q, (os.PathLike, Image.Image)) for q in queries):
+            images = [q if isinstance(q, Image.Image) else load_image(q) for q in queries]
+            return encode_images(self._model(), self.preprocess, images)
+        raise TypeError("a query is a text, a PIL image, an image path (pathlib.Path), an embedding tensor, or a "
+                        "list of one kind of these")
+
+    def _model(self) -> Any:
+        if self.model is None:
+            raise ValueError("this index has no model: search it with embedding tensors, or use build_index")
+        return self.model
+
+    def topk(self, queries: Tensor, k: int) -> TopK:
+        """The ``k`` nearest items of each embedding in ``queries`` ``(Q, D)``, with the index's backend."""
+        if self.backend == "faiss":
+            return self._faiss_topk(queries, k)
+        return cosine_topk(queries, self.embeddings, k, normalized=True)
+
+    def search(self, query: Query, k: int = 5) -> list[SearchResult] | list[list[SearchResult]]:
+        """The ``k`` images most similar to ``query``, best first.
+
+        ``query``: a text (tokenised with the index's tokenizer), a PIL image, a ``pathlib.Path`` to an image, an
+        embedding ``(D,)``, or a list of those / a ``(Q, D)`` tensor. One query gives a list of
+        :class:`SearchResult`; a list of queries gives one such list per query. If ``k`` exceeds the number of
+        images, all images are returned (``k`` is clipped to ``len(index)``).
+        """
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive int; got {k!r}")
+        single = isinstance(query, (str, os.PathLike, Image.Image)) or (isinstance(query, Tensor) and query.ndim == 1)
+        top = self.topk(self.embed(query), k)  # (Q, k)
+        results = [[SearchResult(i, s, self.paths[i], self.labels[i])
+                    for s, i in zip(scores.tolist(), indices.tolist())]
+                   for scores, indices in zip(top.scores, top.indices)]
+        return results[0] if single else results
+
+    def evaluate(self, queries: Sequence[str] | Tensor, relevant: Relevant,
+                 ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+        """Recall@k of text ``queries`` (or query embeddings): see :func:`recall_at_k` for ``relevant``."""
+        return recall_at_k(self.embed(queries), self.embeddings, relevant, ks)
+
+    def _faiss_topk(self, queries: Tensor, k: int) -> TopK:
+        faiss = _import_faiss()
+        if self._faiss is None:
+            keys = self.embeddings.float().cpu()  # (N, D) float32: exactly the vectors that cosine_topk multiplies
+            self._faiss = faiss.IndexFlatIP(keys.shape[1])  # exact inner-product search
+            self._faiss.add(keys.numpy())
+        q = F.normalize(torch.atleast_2d(queries).float().cpu(), dim=-1)  # (Q, D)
+        if q.shape[1] != self.embeddings.shape[1]:
+            raise ValueError(f"queries have {q.shape[1]} dimensions but the index has {self.embeddings.shape[1]}")
+        scores, indices = self._faiss.search(q.numpy(), min(k, len(self)))  # (Q, k) numpy arrays
+        return TopK(torch.from_numpy(scores), torch.from_numpy(indices).long())
+
+
+def _import_faiss() -> Any:
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError("backend='faiss' needs FAISS, an optional dependency: pip install faiss-cpu "
+                          "(or use the default backend='torch', which is exact too)") from None
+    return faiss
+
+
+def build_index(collection: Any, model: Any, preprocess: Callable[[Image.Image], Tensor],
+                tokenizer: Callable[..., Tensor] | None = None, *, batch_size: int = 64,
+                cache: bool | str | os.PathLike = True, progress: bool = True, backend: str = "torch",
+                lang: str = "en") -> ImageIndex:
+    """Embed every image of ``collection`` with ``model`` and return an :class:`ImageIndex`.
+
+    Args:
+        collection: a folder (searched recursively for :data:`IMAGE_EXTENSIONS`), a list of file paths, a list of
+            PIL images, a dataset of ``(image, caption)`` pairs such as ``mmcore.data.ShapesDataset``, or
+            ``mmcore.data.sample_photos()``.
+        model, preprocess, tokenizer: as returned by ``mmcore.clip.load`` (the model in eval mode, as ``load``
+            returns it); ``tokenizer`` is needed for text search. Any object with ``encode_image`` (and
+            ``encode_text``) works: the model runs on its own device, the index lives on the CPU.
+        batch_size: images per forward pass (run under ``torch.inference_mode()``).
+        cache: ``True`` keeps embeddings in ``$MMCORE_CACHE/search`` (or ``~/.cache/mmcore/search``), so only new
+            or changed images are encoded next time; a path uses that folder instead of ``$MMCORE_CACHE``;
+            ``False`` switches caching off.
+        progress: show a tqdm progress bar.
+        backend: ``"torch"`` or ``"faiss"`` (see :class:`ImageIndex`).
+        lang: which label of ``sample_photos()`` to use, ``"en"`` or ``"bn"``.
+
+    Files that cannot be read (corrupt, truncated, not really an image) are skipped: they are listed in
+    ``index.skipped`` and summarised in one warning. Raises ``ValueError`` if nothing could be indexed.
+    """
+    items = _items(collection, lang)
+    if not items:
+        raise ValueError("nothing to index: the collection is empty")
+    store = None
+    if cache is not False:
+        store = EmbeddingCache(model_fingerprint(model, preprocess), None if cache is True else cache)
+    rows: list[Tensor | None] = [None] * len(items)  # (D,) float16 embedding of each item
+    labels: list[str | None] = [None] * len(items)
+    skipped: list[tuple[str, str]] = []
+    pending: list[tuple[int, str, Image.Image]] = []  # (position, digest, image) waiting for the model
+    n_cached = 0
+
+    def encode_pending() -> None:
+        embeddings = encode_images(model, preprocess, [image for _, _, image in pending]).half().cpu()  # (B, D)
+        for (position, digest, _), embedding in zip(pending, embeddings):
+            rows[position] = embedding
+            if store is not None:
+                store.put(digest, embedding)
+        pending.clear()
+
+    bar = _progress(len(items), progress)
+    try:
+        for position, item in enumerate(items):
+            try:
+                if item.path is not None:  # a file: hash its bytes; decode it only if the cache misses
+                    digest, image = hashlib.sha256(Path(item.path).read_bytes()).hexdigest(), None
+                else:  # an in-memory image: hash its pixels
+                    image, labels[position] = item.fetch()
+                    digest = image_digest(image)
+                cached = store.get(digest) if store is not None else None
+                if cached is not None:
+                    rows[position], n_cached = cached, n_cached + 1
+                else:
+                    pending.append((position, digest, image if image is not None else item.fetch()[0]))
+            except (ImageLoadError, OSError) as error:
+                skipped.append((item.path or f"item {position}", str(error)))
+            if len(pending) == batch_size:
+                encode_pending()
+            bar.update(1)
+        if pending:
+            encode_pending()
+    finally:
+        bar.close()
+        if store is not None:
+            store.save()  # also after an interruption: the work done so far is kept
+
+    if skipped:
+        listed = "; ".join(reason.rstrip(". ") for _, reason in skipped[:3])  # each reason names its file
+        more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
+        warnings.warn(f"skipped {len(skipped)} of {len(items)} files that could not be read: {listed}{more}. "
+                      "See index.skipped for the full list.", stacklevel=2)
+    kept = [i for i, row in enumerate(rows) if row is not None]
+    if not kept:
+        raise ValueError(f"nothing to index: none of the {len(items)} files could be read (see the warning above)")
+    index = ImageIndex(torch.stack([rows[i] for i in kept]), paths=[items[i].path for i in kept],
+                       labels=[labels[i] for i in kept],
+                       loaders=[lambda fetch=items[i].fetch: fetch()[0] for i in kept], model=model,
+                       preprocess=preprocess, tokenizer=tokenizer, backend=backend, skipped=skipped)
+    index.n_cached, index.n_encoded = n_cached, len(kept) - n_cached
+    return index
+
+
+def search_results(index: ImageIndex, query_text: str, k: int = 8) -> list[tuple[Image.Image, str, float]]:
+    """What a search box shows for ``query_text``: ``(image, caption, score)`` for the ``k`` best images.
+
+    The caption is the item's label, else its file name. A blank query gives an empty list (nothing typed yet).
+    This is the callback behind lesson 02's search widget, kept free of any widget code so that it can be tested.
+    """
+    if not query_text.strip():
+        return []
+    return [(index.image(hit.index), hit.label or Path(hit.path or f"#{hit.index}").name, hit.score)
+            for hit in index.search(query_text.strip(), k=k)]

@@ -1,0 +1,68 @@
+"""Quality floors of the shipped tiny CLIP (``mmcore.clip.load("shapes-tiny")``, data/checkpoints/).
+
+The evaluation images come from their own random stream (seed 2026: neither the training stream nor the
+evaluation set the training loop watched), and every prompt uses ``EVAL_TEMPLATES``, which training never saw.
+
+* zero-shot classification of the *held-out* (shape, colour) compositions, 48 classes (every shape x colour),
+  prompt-ensembled: joint >= 95 %, shape alone and colour alone >= 97 %, with English and with Bengali prompts;
+* text -> image search with full captions ("a small green heart at the top") over 1,000 test images:
+  recall@1 > 80 %. There are only 480 distinct full captions, so a hit is a top image with all four of the
+  query's attributes.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import mmcore.clip
+from mmcore.clip import SHAPES_TINY
+from mmcore.data import HELDOUT
+from mmcore.zeroshot import eval_set, evaluate_zero_shot, text_to_image_recall
+
+SEED = 2026  # the evaluation stream of these tests
+
+pytestmark = pytest.mark.skipif(not SHAPES_TINY.is_file(), reason="the shipped checkpoint is missing")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    model, preprocess, tokenizer = mmcore.clip.load("shapes-tiny", device="cpu")
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    images, attributes = eval_set("heldout", 600, seed=SEED)
+    assert {(a["shape"], a["color"]) for a in attributes} == set(HELDOUT)
+    return images, attributes
+
+
+def test_checkpoint_is_small_and_documented(shipped):
+    model, tokenizer = shipped
+    assert SHAPES_TINY.stat().st_size < 10 * 2**20
+    assert tokenizer.vocab_size == model.cfg.vocab_size == 2954 and tokenizer.eot_token == model.cfg.eot_token
+    card = json.loads(SHAPES_TINY.with_suffix(".json").read_text(encoding="utf-8"))
+    assert card["command"].startswith("python -m mmcore.train clip ")
+    assert "--out data/checkpoints/shapes-tiny.safetensors" in card["command"]
+    assert card["training"]["langs"] == ["en", "bn"] and card["metrics"]["zero_shot_en_joint"] >= 0.95
+    assert not model.training
+
+
+@pytest.mark.parametrize("lang", ["en", "bn"])
+def test_zero_shot_on_heldout_compositions(shipped, heldout, lang):
+    model, tokenizer = shipped
+    accuracy = evaluate_zero_shot(model, tokenizer, *heldout, lang=lang)
+    print(lang, accuracy)
+    assert accuracy["joint"] >= 0.95, accuracy
+    assert accuracy["shape"] >= 0.97, accuracy
+    assert accuracy["color"] >= 0.97, accuracy
+
+
+@pytest.mark.parametrize("lang", ["en", "bn"])
+def test_text_to_image_recall_with_full_captions(shipped, lang):
+    model, tokenizer = shipped
+    images, attributes = eval_set("test", 1000, seed=SEED)
+    recall = text_to_image_recall(model, tokenizer, images, attributes, lang, ks=(1, 5))
+    print(lang, recall)
+    assert recall[1] > 0.80, recall

@@ -1,0 +1,287 @@
+"""Tests of mmcore.train (the CLIP training loop) and mmcore.zeroshot (its evaluation helpers).
+
+Every training run here is a few steps of the tiny CLIP on a batch of 16: the whole file takes seconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import mmcore.clip
+from mmcore.clip import CLIP, CLIPConfig, clip_loss
+from mmcore.data import HELDOUT, TRAIN_TEMPLATES, caption
+from mmcore.tokenizer import COURSE_DIR, BPETokenizer
+from mmcore.train import (
+    TrainConfig,
+    _parser,
+    contrastive_loss,
+    cosine_schedule,
+    cpu_threads,
+    decays,
+    default_threads,
+    gather_with_grad,
+    load_optimizer_state,
+    main,
+    parameter_groups,
+    save_optimizer_state,
+    shapes_batch,
+    tokenizer_card_path,
+    train_clip,
+)
+from mmcore.zeroshot import (
+    CLASSES,
+    class_prompts,
+    eval_set,
+    images_to_tensor,
+    text_to_image_recall,
+    zero_shot_accuracy,
+)
+
+# A few steps, no evaluation beyond the minimum: the unit-test configuration.
+FAST = TrainConfig(steps=3, batch_size=16, warmup_steps=2, eval_every=0, eval_images=48, final_eval=False,
+                   progress=False, threads=1)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> BPETokenizer:
+    return BPETokenizer.course()
+
+
+def _tiny(tokenizer: BPETokenizer) -> CLIP:
+    torch.manual_seed(0)
+    return CLIP(CLIPConfig.tiny(vocab_size=tokenizer.vocab_size, eot_token=tokenizer.eot_token))
+
+
+# ------------------------------------------------------------------------------------------------ schedule
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor():
+    values = [cosine_schedule(s, 100, 10, 0.1) for s in range(101)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)  # linear warm-up
+    assert values[10] == pytest.approx(1.0)
+    assert values[55] == pytest.approx(0.1 + 0.9 * 0.5)  # half-way down the cosine
+    assert values[100] == pytest.approx(0.1) and cosine_schedule(500, 100, 10, 0.1) == pytest.approx(0.1)
+    after = values[10:]
+    assert all(a >= b for a, b in zip(after, after[1:]))
+
+
+# ------------------------------------------------------------------------------------------------ optimizer
+
+
+def test_weight_decay_only_on_weight_matrices(tokenizer):
+    model = _tiny(tokenizer)
+    decayed, plain = parameter_groups(model, 0.1)
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed_names = {names[id(p)] for p in decayed["params"]}
+    plain_names = {names[id(p)] for p in plain["params"]}
+    assert decayed_names.isdisjoint(plain_names)
+    assert decayed_names | plain_names == set(names.values())
+    for name in ("logit_scale", "visual.class_token", "visual.pos_embed", "text.pos_embed", "text.token_embed.weight",
+                 "visual.norm_pre.weight", "text.transformer.blocks.0.attn.qkv.bias"):
+        assert name in plain_names, name
+    for name in ("visual.proj", "text.proj", "visual.patch_weight", "text.transformer.blocks.0.mlp.fc1.weight"):
+        assert name in decayed_names, name
+    assert not decays("x.bias", torch.zeros(3)) and decays("x.weight", torch.zeros(3, 3))
+
+
+def test_optimizer_state_round_trip_through_safetensors(tokenizer, tmp_path):
+    model = _tiny(tokenizer)
+    opt = torch.optim.AdamW(parameter_groups(model, 0.1), lr=1e-3)
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    names = [name_of[id(p)] for g in parameter_groups(model, 0.1) for p in g["params"]]
+    model(torch.randn(2, 3, 32, 32), tokenizer(["a red circle", "একটি লাল বৃত্ত"]))[0].sum().backward()
+    opt.step()
+    path = save_optimizer_state(tmp_path / "opt.safetensors", opt, names)
+    assert path.read_bytes()[:8]  # a safetensors file: no pickle
+    fresh = torch.optim.AdamW(parameter_groups(model, 0.1), lr=1e-3)
+    load_optimizer_state(path, fresh, names)
+    a, b = opt.state_dict(), fresh.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for i, state in a["state"].items():
+        for key, value in state.items():
+            torch.testing.assert_close(b["state"][i][key], value)
+
+
+# ------------------------------------------------------------------------------------------------------ data
+
+
+def test_shapes_batch_is_a_pure_function_of_seed_step_and_index():
+    images, captions = shapes_batch(0, 7, range(16))
+    images2, captions2 = shapes_batch(0, 7, range(8, 16))
+    assert captions[8:] == captions2
+    assert [im.tobytes() for im in images[8:]] == [im.tobytes() for im in images2]
+    assert shapes_batch(1, 7, range(16))[1] != captions and shapes_batch(0, 8, range(16))[1] != captions
+    assert images[0].size == (32, 32)
+
+
+def test_training_captions_are_bilingual_and_never_use_eval_templates_or_heldout_pairs():
+    _, captions = shapes_batch(0, 0, range(400))
+    bengali = [c for c in captions if any("\u0980" <= ch <= "\u09ff" for ch in c)]
+    assert 100 < len(bengali) < 300  # about half
+    eval_words = ("picture", "this is", "can be seen", "চিত্র", "এটি", "দেখা যাচ্ছে")
+    assert not any(w in c for c in captions for w in eval_words)
+    for shape, color in HELDOUT:
+        assert not any(f"{color} {shape}" in c for c in captions)
+
+
+# ------------------------------------------------------------------------------------------------------ loss
+
+
+def test_contrastive_loss_matches_clip_forward(tokenizer):
+    model = _tiny(tokenizer)
+    images, captions = shapes_batch(0, 0, range(8))
+    x, t = images_to_tensor(images, 32), tokenizer(captions)
+    expected = clip_loss(*model(x, t))
+    got = contrastive_loss(model.encode_image(x, normalize=True), model.encode_text(t, normalize=True),
+                           model.temperature_scale())
+    torch.testing.assert_close(got, expected)
+    assert gather_with_grad(x) is x  # no process group: nothing to gather
+
+
+# --------------------------------------------------------------------------------------------------- training
+
+
+def test_training_is_deterministic_on_cpu_and_reduces_the_loss():
+    a = train_clip(replace(FAST, steps=6, lr=3e-3), device="cpu")
+    b = train_clip(replace(FAST, steps=6, lr=3e-3), device="cpu")
+    assert a.history.loss == b.history.loss
+    assert a.history.step == list(range(1, 7)) and len(a.history.lr) == 6
+    assert a.history.loss[-1] < a.history.loss[0]
+    for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert a.history.eval_step == [6] and 0 <= a.history.zero_shot[0] <= 1 and len(a.history.zero_shot_bn) == 1
+
+
+def test_checkpoint_loads_with_clip_load_and_resume_continues_exactly(tmp_path):
+    straight = train_clip(replace(FAST, steps=4), device="cpu")
+    out = tmp_path / "run.safetensors"
+    first = train_clip(replace(FAST, steps=2, out=str(out)), device="cpu")
+    assert first.path == out and (tmp_path / "run.json").is_file() and (tmp_path / "run.optim.safetensors").is_file()
+
+    card = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
+    assert card["step"] == 2 and card["seed"] == 0 and (out.parent / card["tokenizer"]).resolve() == COURSE_DIR
+    assert tokenizer_card_path(COURSE_DIR.parent / "checkpoints" / "x.safetensors") == "../tokenizer"
+    assert card["command"].startswith("mmcore.train.train_clip(") and card["training"]["batch_size"] == 16
+    assert len(card["history"]["loss"]) == 2 and "created" in card
+    model, preprocess, tok = mmcore.clip.load(out, device="cpu")
+    assert tok.vocab_size == model.cfg.vocab_size == 2954 and preprocess.size == 32
+    torch.testing.assert_close(model.state_dict()["logit_scale"], first.model.state_dict()["logit_scale"])
+
+    resumed = train_clip(replace(FAST, steps=4, resume=str(out)), device="cpu")
+    assert resumed.history.step == [1, 2, 3, 4]
+    assert resumed.history.loss[:2] == pytest.approx(straight.history.loss[:2], abs=1e-4)  # the card rounds them
+    assert resumed.history.loss[2:] == pytest.approx(straight.history.loss[2:], abs=1e-6)
+    for (name, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_time_budget_stops_early():
+    result = train_clip(replace(FAST, steps=1000, max_minutes=0.02), device="cpu")
+    assert 1 <= len(result.history.loss) < 1000
+    assert result.history.seconds[-1] < 0.02 * 60 + 5
+
+
+def test_cpu_threads_are_restored_after_training():
+    before = torch.get_num_threads()
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before and 1 <= default_threads() <= (os.cpu_count() or 1)
+
+
+def test_quick_mode_shrinks_training(monkeypatch):
+    monkeypatch.setenv("MMCORE_QUICK", "1")
+    result = train_clip(replace(FAST, steps=50, batch_size=64), device="cpu")
+    assert len(result.history.loss) == 5
+
+
+def test_command_line_records_the_command(tmp_path, capsys):
+    out = tmp_path / "cli.safetensors"
+    argv = ["clip", "--steps", "2", "--batch-size", "8", "--eval-every", "0", "--eval-images", "48",
+            "--no-final-eval", "--no-progress", "--no-save-optimizer", "--threads", "1", "--out", str(out)]
+    result = main(argv)
+    assert len(result.history.loss) == 2 and not (tmp_path / "cli.optim.safetensors").exists()
+    card = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert card["command"] == "python -m mmcore.train " + " ".join(argv)
+    assert card["training"]["batch_size"] == 8 and card["training"]["langs"] == ["en", "bn"]
+    args = _parser().parse_args(["clip", "--langs", "bn", "--betas", "0.9", "0.95"])
+    assert args.langs == ["bn"] and args.betas == [0.9, 0.95]
+
+
+# ------------------------------------------------------------------------------------------- DDP (two processes)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        result = train_clip(FAST, device="cpu")
+        if rank == 0:
+            state = {k: v.tolist() for k, v in result.model.state_dict().items() if k in ("logit_scale", "visual.proj")}
+            Path(out).write_text(json.dumps({"loss": result.history.loss, "state": state}))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process():
+    """2 CPU processes (gloo), 8 pairs each, give the same losses and weights as one process with 16 pairs."""
+    import torch.multiprocessing as mp
+
+    single = train_clip(FAST, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "ddp.json")
+        mp.spawn(_ddp_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+        ddp = json.loads(Path(out).read_text())
+    assert len(ddp["loss"]) == len(single.history.loss) == 3
+    for a, b in zip(ddp["loss"], single.history.loss):
+        assert abs(a - b) < 1e-5
+    for name, value in ddp["state"].items():
+        torch.testing.assert_close(torch.tensor(value), single.model.state_dict()[name], atol=1e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ zero-shot
+
+
+def test_zero_shot_accuracy_is_nearest_class():
+    emb = torch.eye(3)  # (N=3, E=3)
+    weights = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.9]])  # (E=3, C=2)
+    assert zero_shot_accuracy(emb, weights, torch.tensor([0, 1, 1])) == 1.0
+    assert zero_shot_accuracy(emb, weights, torch.tensor([1, 1, 0])) == pytest.approx(1 / 3)
+
+
+def test_class_prompts_use_only_eval_templates_and_cover_size_and_position():
+    assert len(CLASSES) == 48
+    groups = class_prompts("heart", "green", "en")
+    assert [len(g) for g in groups] == [1, 1, 10]
+    assert groups[0] == ["a picture of a green heart"]
+    bn = class_prompts("circle", "red", "bn")
+    assert bn[0] == ["একটি লাল বৃত্তের চিত্র"]
+    for lang in ("en", "bn"):
+        prompts = {p for g in class_prompts("heart", "green", lang) for p in g}
+        training = {caption({"shape": "heart", "color": "green", "size": size, "position": pos}, lang, template=t)
+                    for t in TRAIN_TEMPLATES[lang] for size in ("small", "large")
+                    for pos in ("center", "top", "bottom", "left", "right")}
+        assert prompts and prompts.isdisjoint(training)
+
+
+def test_text_to_image_recall_counts_every_image_with_the_caption_attributes(tokenizer):
+    model = _tiny(tokenizer)
+    images, attributes = eval_set("test", 40, seed=3)
+    recall = text_to_image_recall(model, tokenizer, images, attributes, "en", ks=(1, 40))
+    assert 0 <= recall[1] <= 1 and recall[40] == 1.0  # every query has a relevant image among all 40

@@ -1,0 +1,100 @@
+"""The lesson widgets and plot helpers, driven without a browser."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmcore import data, plot, widgets
+from mmcore.search import build_index
+from mmcore.train import TrainHistory
+
+COLOURS = list(data.COLORS)
+
+
+class ColourModel(torch.nn.Module):
+    """A stand-in for CLIP that 'understands' colour only: an image's embedding is its mean colour, a text's is
+    the colour word it mentions, both placed in the same 3-d space. Enough to check what a search box shows."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def encode_image(self, images, normalize=False):  # images (B, 3, H, W)
+        x = images.flatten(2)  # (B, 3, H*W)
+        foreground = (x.mean(1, keepdim=True) < 0.75).float()  # object pixels are darker than the background
+        colour = (x * foreground).sum(-1) / foreground.sum(-1).clamp(min=1)  # (B, 3)
+        return F.normalize(colour - 0.45, dim=-1)
+
+    def encode_text(self, tokens, normalize=False):  # tokens (B, 1): a colour index
+        rgb = torch.tensor([data.COLOR_RGB[c] for c in COLOURS], dtype=torch.float) / 255  # (8, 3)
+        return F.normalize(rgb[tokens[:, 0]] - 0.45, dim=-1)
+
+
+def tokenize(texts, **_):
+    return torch.tensor([[next(i for i, c in enumerate(COLOURS) if c in t or data.COLORS[c] in t)] for t in texts])
+
+
+def preprocess(image):
+    return torch.from_numpy(__import__("numpy").asarray(image.convert("RGB"), dtype="float32") / 255).permute(2, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def index():
+    collection = data.ShapesDataset("test", n=40, image_size=32, seed=3)
+    return build_index(collection, ColourModel(), preprocess, tokenize, progress=False)
+
+
+def test_search_box_shows_the_best_images_for_a_typed_query(index):
+    box = widgets.search_box(index, k=4, lang="en")
+    hits = box.run("a red star")
+    assert len(hits) == 4 and len(box.results.children) == 4
+    assert all("red" in caption for _, caption, _ in hits)
+    assert [s for _, _, s in hits] == sorted((s for _, _, s in hits), reverse=True)
+    assert "a red star" in box.status.value
+
+
+def test_search_box_in_bengali_and_blank_query(index):
+    box = widgets.search_box(index, k=3, lang="bn")
+    assert "খুঁজুন" == box.button.description
+    hits = box.run("একটি নীল বৃত্ত")
+    assert all("blue" in caption for _, caption, _ in hits)
+    assert box.run("   ") == [] and box.results.children == ()
+    assert box.status.value == widgets.LABELS["bn"]["empty"]
+
+
+def test_search_box_button_and_enter_run_the_same_search(index):
+    box = widgets.search_box(index, k=2)
+    box.query.value = "a green heart"  # what pressing Enter does
+    first = [c for _, c, _ in box.last]
+    box.button.click()
+    assert [c for _, c, _ in box.last] == first and first
+
+
+def test_bilingual_labels_are_the_default(index):
+    box = widgets.search_box(index)
+    assert box.button.description == "Search · খুঁজুন"
+
+
+def test_search_box_rejects_an_unknown_language(index):
+    with pytest.raises(ValueError, match="lang must be one of"):
+        widgets.search_box(index, lang="fr")
+
+
+def test_similarity_heatmap_checks_shapes_and_marks_each_column_best():
+    images = [image for image, _ in data.ShapesDataset("test", n=3, image_size=32)]
+    fig = plot.similarity_heatmap(torch.eye(3), images, ["a", "b", "c"])
+    outlined = [p for p in fig.axes[0].patches]
+    assert [(round(p.get_x() + 0.5), round(p.get_y() + 0.5)) for p in outlined] == [(0, 0), (1, 1), (2, 2)]
+    with pytest.raises(ValueError, match="3 texts and 2 images"):
+        plot.similarity_heatmap(torch.eye(3), images[:2], ["a", "b", "c"])
+
+
+def test_training_curves_plot_every_history_entry():
+    history = TrainHistory(step=[1, 2, 3], loss=[3.0, 2.0, 1.5], eval_step=[3], zero_shot=[0.5], zero_shot_bn=[0.4])
+    fig = plot.training_curves(history, labels={"loss": "লস"})
+    left, right = fig.axes
+    assert list(left.lines[0].get_ydata()) == [3.0, 2.0, 1.5]
+    assert left.get_ylabel() == "লস" and len(right.lines) == 2
