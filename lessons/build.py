@@ -169,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("prefixes", nargs="*", help="build only sources whose name starts with one of these")
     parser.add_argument("--execute", action="store_true", help="run each notebook and store its outputs")
+    parser.add_argument("--kind", choices=KINDS, help="build only lessons or only solutions")
     args = parser.parse_args(argv)
-    for kind in KINDS:
+    for kind in [args.kind] if args.kind else KINDS:
         for source in sorted((ROOT / kind / "src").glob("*.md")):
             if args.prefixes and not any(source.stem.startswith(p) for p in args.prefixes):
                 continue

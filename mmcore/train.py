@@ -12,10 +12,16 @@ One training step, in words:
 Every ``eval_every`` steps the model classifies the *held-out* compositions zero-shot (a green heart was never
 seen in training, but green things and hearts were: :mod:`mmcore.zeroshot`).
 
-Use it from Python (``train_clip(TrainConfig(max_minutes=5))``) or from the command line::
+Use it from Python (``train_clip(TrainConfig(max_minutes=5))``: with a time budget the cosine schedule ends
+when the budget does) or from the command line (every :class:`TrainConfig` field is an option)::
 
-    python -m mmcore.train clip --preset tiny --steps 1500 --out runs/clip.safetensors
+    python -m mmcore.train clip --max-minutes 5 --out runs/clip.safetensors
     torchrun --nproc_per_node=2 -m mmcore.train clip ...      # DDP: one process per GPU (or CPU, with gloo)
+
+The shipped ``data/checkpoints/shapes-tiny.safetensors`` came from (see ``data/checkpoints/shapes-tiny.md``)::
+
+    python -m mmcore.train clip --preset tiny --steps 1500 --batch-size 256 --lr 1e-3 --seed 0 --threads 1 \
+        --no-save-optimizer --out data/checkpoints/shapes-tiny.safetensors
 
 With several processes the *global* batch is split across them. CLIP's loss compares every image with every
 caption of the whole batch, so each process gathers the others' embeddings (with their gradients,
@@ -42,7 +48,6 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import get_device, quick_mode, set_seed
@@ -371,6 +376,16 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def _from_rank0(*values: float, device: torch.device) -> list[float]:
+    """Process 0's ``values`` on every process: with a time budget each process measures its own clock, but
+    all must stop at the same step and use the same learning rate."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(values)
+    flags = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(flags, src=0)
+    return flags.tolist()
+
+
 def _progress_bar(total: int, enabled: bool) -> Any:
     if not enabled:
         return None
@@ -463,13 +478,17 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
             values.append(evaluate_zero_shot(model, tokenizer, images, attributes, lang)["joint"])
 
     while step < cfg.steps:
-        elapsed = time.perf_counter() - t0
         if budget is not None:
-            if elapsed >= budget:
-                break
+            elapsed = time.perf_counter() - t0
             if step - start_step >= 10:  # speed known: the schedule ends where the budget will
                 rate = (step - start_step) / elapsed
                 planned = min(cfg.steps, max(step + 1, start_step + round(rate * budget)))
+            over, planned = _from_rank0(float(elapsed >= budget), planned, device=device)  # all processes agree
+            planned = int(planned)
+            if over:
+                break
+            if bar is not None:
+                bar.total = planned - start_step
         warmup = min(cfg.warmup_steps, planned // 5) if budget is not None else cfg.warmup_steps  # short runs: short warm-up
         lr = cfg.lr * cosine_schedule(step, planned, warmup, cfg.min_lr_ratio)
         for group in optimizer.param_groups:

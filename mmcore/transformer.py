@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "quick_gelu", "QuickGELU", "make_activation", "KVCache", "Attention", "MLP", "Block", "Transformer",
+    "quick_gelu", "quick_gelu_", "QuickGELU", "make_activation", "KVCache", "Attention", "MLP", "Block", "Transformer",
     "init_transformer_",
 ]  # fmt: skip
 
@@ -46,6 +46,11 @@ def quick_gelu(x: Tensor) -> Tensor:
         y = x * _QUICK_GELU_ALPHA
         return F.silu(y, inplace=True).mul_(1.0 / _QUICK_GELU_ALPHA)
     return F.silu(x * _QUICK_GELU_ALPHA) * (1.0 / _QUICK_GELU_ALPHA)
+
+
+def quick_gelu_(x: Tensor) -> Tensor:
+    """In-place :func:`quick_gelu` (overwrites and returns ``x``); only for tensors no autograd graph needs."""
+    return F.silu(x.mul_(_QUICK_GELU_ALPHA), inplace=True).mul_(1.0 / _QUICK_GELU_ALPHA)
 
 
 class QuickGELU(nn.Module):
@@ -139,7 +144,6 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
         return self.out(y)
 
-
     def forward_at(self, x: Tensor, index: Tensor, is_causal: bool = False) -> Tensor:
         """Attention output at one position per row only: ``x`` (B, T, C), ``index`` (B,) -> (B, C).
 
@@ -181,7 +185,11 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, width)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        h = self.fc1(x)  # (..., hidden): a fresh tensor nobody else holds
+        if isinstance(self.act, QuickGELU) and not h.requires_grad:
+            # Inference: no graph needs h, so overwrite it instead of allocating another (..., hidden) tensor.
+            return self.fc2(quick_gelu_(h))
+        return self.fc2(self.act(h))
 
 
 class Block(nn.Module):

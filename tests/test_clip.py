@@ -23,7 +23,7 @@ from mmcore.clip import (
     patchify,
     zero_shot_classifier,
 )
-from mmcore.transformer import Attention, Block, KVCache, Transformer, quick_gelu
+from mmcore.transformer import Attention, Block, KVCache, Transformer, quick_gelu, quick_gelu_
 
 TOL = 1e-4  # max absolute difference allowed in the parity tests
 
@@ -114,8 +114,11 @@ def test_quick_gelu_formula_and_gradient():
     x = torch.randn(1000, dtype=torch.float64, requires_grad=True)
     expected = x * torch.sigmoid(1.702 * x)
     torch.testing.assert_close(quick_gelu(x), expected)
-    with torch.no_grad():  # the in-place fast path
+    with torch.no_grad():  # the fast paths without autograd
         torch.testing.assert_close(quick_gelu(x.detach()), expected.detach())
+        y = x.detach().clone()
+        assert quick_gelu_(y) is y
+        torch.testing.assert_close(y, expected.detach())
     quick_gelu(x).sum().backward()
     grad = x.grad.clone()
     x.grad = None
