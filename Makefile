@@ -9,7 +9,7 @@ COURSE_LANG ?= en
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmcore-installed
 
-.PHONY: lab test bench lessons clean
+.PHONY: lab test bench lessons checkpoints clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ bench: $(STAMP)
 # Rebuild lessons/ and solutions/ from lessons/src (en + bn with identical code) and execute them (full run).
 lessons: $(STAMP)
 	$(PY) lessons/build.py --execute
+
+# Retrain the shipped checkpoints (deterministic on the CPU with one thread; about 15 minutes on 2 cores).
+# The same command is recorded in each checkpoint's card (data/checkpoints/*.md, *.json).
+checkpoints: $(STAMP)
+	$(PY) -m mmcore.train clip --preset tiny --steps 1500 --batch-size 256 --lr 1e-3 --seed 0 --threads 1 \
+		--no-save-optimizer --out data/checkpoints/shapes-tiny.safetensors
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

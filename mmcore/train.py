@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import math
 import os
 import random
+import re
 import shlex
 import sys
 import time
@@ -92,7 +94,7 @@ class TrainConfig:
     batch_size: int = 256  # global batch: pairs per step, split evenly across DDP processes
     lr: float = 1e-3  # peak learning rate (reached after warm-up)
     min_lr_ratio: float = 0.02  # final learning rate = lr * min_lr_ratio (end of the cosine)
-    warmup_steps: int = 100  # linear warm-up from 0 to lr
+    warmup_steps: int = 100  # steps of linear warm-up from 0 to lr (with max_minutes: at most a fifth of the run)
     weight_decay: float = 0.1  # AdamW decay of the weight matrices (never of gains, biases, embeddings, temperature)
     betas: tuple[float, float] = (0.9, 0.98)  # AdamW moment decay rates (CLIP's beta2 = 0.98)
     eps: float = 1e-6  # AdamW epsilon
@@ -543,13 +545,20 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
 _OPTIONAL_TYPES = {"max_minutes": float, "out": str, "resume": str, "threads": int}  # fields whose default is None
 
 
+def _field_help() -> dict[str, str]:
+    """Each TrainConfig field's comment (the text after ``#`` on its line): the option's help."""
+    source = inspect.getsource(TrainConfig)
+    return dict(re.findall(r"^\s+(\w+): [^#\n]*#\s*(.+)$", source, flags=re.M))
+
+
 def _parser() -> argparse.ArgumentParser:
+    comments = _field_help()
     parser = argparse.ArgumentParser(prog="python -m mmcore.train", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="task", required=True)
     clip = sub.add_parser("clip", help="train a CLIP on Shapes (English + Bengali captions)")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"default: {f.default!r}"
+        help_text = f"{comments.get(f.name, '')} (default: {f.default!r})".replace("%", "%%")
         if isinstance(f.default, bool):
             clip.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
         elif isinstance(f.default, tuple):

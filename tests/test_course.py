@@ -158,3 +158,13 @@ def test_repository_url_is_defined_once():
     for path in ALL:
         setup = cells(load(path), "code")[0]
         assert repo in setup
+
+
+def test_make_checkpoints_runs_the_commands_recorded_in_the_cards():
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8").replace("\\\n\t\t", "")
+    recipe = makefile.split("checkpoints: $(STAMP)\n", 1)[1].split("\n\n", 1)[0]
+    commands = [line.strip().replace("$(PY)", "python") for line in recipe.splitlines()]
+    for card in sorted((ROOT / "data" / "checkpoints").glob("*.json")):
+        command = json.loads(card.read_text(encoding="utf-8")).get("command")
+        if command:
+            assert command in commands, f"{card.name}: `make checkpoints` does not run {command!r}"
