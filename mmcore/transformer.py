@@ -185,11 +185,21 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, width)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.fc1(x)  # (..., hidden): a fresh tensor nobody else holds
-        if isinstance(self.act, QuickGELU) and not h.requires_grad:
-            # Inference: no graph needs h, so overwrite it instead of allocating another (..., hidden) tensor.
-            return self.fc2(quick_gelu_(h))
-        return self.fc2(self.act(h))
+        if isinstance(self.act, QuickGELU):
+            return self._forward_quick_gelu(x)
+        return self.fc2(self.act(self.fc1(x)))
+
+    def _forward_quick_gelu(self, x: Tensor) -> Tensor:
+        """``fc2(quick_gelu(fc1(x)))``, computed as ``fc2'(silu(fc1'(x)))`` with the two scalings moved into the
+        matrix multiplies: ``quick_gelu(z) = silu(1.702 z) / 1.702``, and ``torch.addmm`` computes
+        ``beta * bias + alpha * (a @ b)`` at no extra cost. One pass over the wide hidden activations instead of
+        three; the same numbers up to float rounding."""
+        alpha = _QUICK_GELU_ALPHA
+        x2 = x.reshape(-1, x.shape[-1])  # (N, C): addmm wants matrices
+        h = torch.addmm(self.fc1.bias, x2, self.fc1.weight.t(), beta=alpha, alpha=alpha)  # (N, hidden): 1.702 fc1(x)
+        h = F.silu(h, inplace=not h.requires_grad)  # in place when no autograd graph needs h
+        y = torch.addmm(self.fc2.bias, h, self.fc2.weight.t(), alpha=1.0 / alpha)  # (N, C): fc2(h / 1.702)
+        return y.view(*x.shape[:-1], y.shape[-1])  # (..., C)
 
 
 class Block(nn.Module):
