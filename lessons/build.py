@@ -13,7 +13,7 @@ each other so that a translator sees both. The builder writes ``lessons/en/NN-to
 the one place it is defined), and with ``--execute`` runs each notebook in a normal (not quick) run and stores
 the outputs without volatile metadata.
 
-    python lessons/build.py                 # write every notebook (keeps nothing from old outputs)
+    python lessons/build.py                 # write every notebook; outputs are kept where the code is unchanged
     python lessons/build.py --execute 00    # write and execute the notebooks whose name starts with 00
 """
 from __future__ import annotations
@@ -148,6 +148,21 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 1800) -> nbform
     return nb
 
 
+def keep_outputs(nb: nbformat.NotebookNode, old_path: Path) -> bool:
+    """Copy the outputs of the committed notebook when its code cells are exactly the new ones (a prose-only
+    change, e.g. a translation fix, needs no re-run). Returns whether it did."""
+    if not old_path.exists():
+        return False
+    old = nbformat.read(old_path, as_version=4)
+    new_code = [c for c in nb.cells if c.cell_type == "code"]
+    old_code = [c for c in old.cells if c.cell_type == "code"]
+    if [c.source for c in new_code] != [c.source for c in old_code]:
+        return False
+    for new, previous in zip(new_code, old_code):
+        new.outputs, new.execution_count = previous.outputs, previous.execution_count
+    return True
+
+
 def build(kind: str, stem: str, run: bool) -> list[Path]:
     source = ROOT / kind / "src" / f"{stem}.md"
     cells = parse(source.read_text(encoding="utf-8"), str(source))
@@ -160,6 +175,8 @@ def build(kind: str, stem: str, run: bool) -> list[Path]:
         if run:
             print(f"executing {target.relative_to(ROOT)} ...", flush=True)
             execute(nb, target.parent)
+        elif not keep_outputs(nb, target):
+            print(f"{target.relative_to(ROOT)}: code changed, outputs dropped: run with --execute", flush=True)
         nbformat.write(clean(nb), target)
         written.append(target)
     return written
