@@ -31,12 +31,14 @@ bench: $(STAMP)
 lessons: $(STAMP)
 	$(PY) lessons/build.py --execute
 
-# Retrain the shipped checkpoints (deterministic on the CPU with one thread; about 25 minutes on 2 cores).
+# Retrain the shipped checkpoints (deterministic on the CPU with one thread; about 35 minutes on 2 cores).
 # The same command is recorded in each checkpoint's card (data/checkpoints/*.md, *.json).
 checkpoints: $(STAMP)
 	$(PY) -m mmcore.train clip --preset tiny --steps 1500 --batch-size 256 --lr 1e-3 --seed 0 --threads 1 \
 		--no-save-optimizer --out data/checkpoints/shapes-tiny.safetensors
 	$(PY) -m mmcore.train_judge --steps 2000 --threads 1 --out data/checkpoints/shapes-judge.safetensors
+	$(PY) -m mmcore.train_vqgan --steps 1800 --batch-size 32 --lr 1e-3 --disc-weight 0.1 --disc-start 0.5 --seed 0 \
+		--threads 1 --out data/checkpoints/shapes-vqgan.safetensors
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -34,9 +34,7 @@ config, the command, seed, time, metrics, loss history); the optimizer state goe
 from __future__ import annotations
 
 import argparse
-import contextlib
 import inspect
-import math
 import os
 import random
 import re
@@ -56,6 +54,7 @@ from . import get_device, quick_mode, set_seed
 from .clip import CLIP, CLIPConfig, clip_loss
 from .data import LANGS, caption, render, sample_attributes
 from .tokenizer import COURSE_DIR, BPETokenizer
+from .training import autocast, cosine_schedule, cpu_threads, default_threads, parameter_groups
 from .weights import load_checkpoint
 from .zeroshot import eval_set, evaluate_zero_shot, images_to_tensor, text_to_image_recall
 
@@ -63,22 +62,16 @@ __all__ = [
     "TrainConfig",
     "TrainHistory",
     "TrainResult",
-    "cosine_schedule",
-    "parameter_groups",
     "shapes_batch",
     "gather_with_grad",
     "contrastive_loss",
-    "autocast",
     "train_step",
     "save_optimizer_state",
     "load_optimizer_state",
     "evaluate",
-    "default_threads",
-    "cpu_threads",
     "train_clip",
     "main",
 ]
-
 
 
 # ------------------------------------------------------------------------------------------------------ config
@@ -139,33 +132,6 @@ class TrainResult(NamedTuple):
 
 
 # ------------------------------------------------------------------------------------------- the pure pieces
-
-
-def cosine_schedule(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
-    """Learning-rate multiplier at ``step``: linear warm-up to 1, then a half cosine down to ``min_ratio``.
-
-    >>> cosine_schedule(0, 100, 10), cosine_schedule(10, 100, 10), cosine_schedule(100, 100, 10, 0.1)
-    (0.1, 1.0, 0.1)
-    """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))  # 0 -> 1
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def decays(name: str, parameter: Tensor) -> bool:
-    """Weight decay only for weight matrices: not for gains, biases, the class token, the temperature (all 1-d
-    or scalars), nor for the token / position embeddings."""
-    return parameter.ndim >= 2 and "embed" not in name
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two AdamW groups: the decayed weight matrices and everything else (decay 0)."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [
-        {"params": [p for n, p in named if decays(n, p)], "weight_decay": weight_decay},
-        {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0},
-    ]
 
 
 def shapes_batch(seed: int, step: int, indices: Sequence[int], image_size: int = 32,
@@ -237,13 +203,6 @@ class _Embedder(nn.Module):
         image_emb = self.model.encode_image(images, normalize=True)  # (b, E)
         text_emb = self.model.encode_text(tokens, normalize=True)  # (b, E)
         return image_emb, text_emb, self.model.temperature_scale()
-
-
-def autocast(device: torch.device) -> Any:
-    """Mixed precision (bfloat16) on CUDA only; on other devices a context that does nothing (fp32)."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, tokens: Tensor,
@@ -394,24 +353,6 @@ def _progress_bar(total: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="CLIP", unit="step", dynamic_ncols=True)
-
-
-def default_threads() -> int:
-    """All CPU cores but one (at least one). On a small machine shared with other work (the notebook, another
-    process) this is often *faster* than all cores: a step waits for its slowest thread, and a thread that
-    has to wait for a busy core stalls the whole step (measured: 0.4 s/step with one thread, 4.8 s with two)."""
-    return max(1, (os.cpu_count() or 1) - 1)
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int) -> Any:
-    """Use ``n`` torch CPU threads inside the ``with`` block, and the previous number again afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def train_clip(cfg: TrainConfig | None = None, model: CLIP | None = None, command: str | None = None,

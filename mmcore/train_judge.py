@@ -47,7 +47,7 @@ from torch import Tensor
 from . import quick_mode, set_seed
 from .data import COLOR_RGB, COLORS, POSITIONS, SHAPES, SIZES, ShapesDataset, render, sample_attributes
 from .judge import ATTRIBUTES, CleanThresholds, Judge, JudgeConfig, JudgeNet, to_batch
-from .train import cosine_schedule, cpu_threads, default_threads
+from .training import cosine_schedule, cpu_threads, default_threads
 
 __all__ = [
     "JudgeTrainConfig",

@@ -26,7 +26,7 @@ import mmcore.judge as judge_module
 from mmcore.data import COLOR_RGB, render
 from mmcore.judge import (CHECKPOINT, Judge, JudgeNet, coverage, connected_components, estimate_background,
                           mask_iou, matches, to_batch)
-from mmcore.train import cpu_threads
+from mmcore.training import cpu_threads
 from mmcore.train_judge import (FAKE_KINDS, JudgeTrainConfig, attribute_accuracy, real_images, synthetic_fakes,
                                 train_judge)
 

@@ -22,19 +22,15 @@ from mmcore.train import (
     TrainConfig,
     _parser,
     contrastive_loss,
-    cosine_schedule,
-    cpu_threads,
-    decays,
-    default_threads,
     gather_with_grad,
     load_optimizer_state,
     main,
-    parameter_groups,
     save_optimizer_state,
     shapes_batch,
     tokenizer_card_path,
     train_clip,
 )
+from mmcore.training import cosine_schedule, cpu_threads, decays, default_threads, parameter_groups
 from mmcore.zeroshot import (
     CLASSES,
     class_prompts,

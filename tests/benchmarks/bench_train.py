@@ -17,7 +17,8 @@ import torch  # noqa: E402
 
 from mmcore.clip import CLIP, CLIPConfig  # noqa: E402
 from mmcore.tokenizer import BPETokenizer  # noqa: E402
-from mmcore.train import contrastive_loss, parameter_groups, shapes_batch  # noqa: E402
+from mmcore.train import contrastive_loss, shapes_batch  # noqa: E402
+from mmcore.training import parameter_groups  # noqa: E402
 from mmcore.zeroshot import images_to_tensor  # noqa: E402
 
 
