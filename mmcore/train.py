@@ -34,14 +34,12 @@ config, the command, seed, time, metrics, loss history); the optimizer state goe
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import random
-import re
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -54,7 +52,8 @@ from . import get_device, quick_mode, set_seed
 from .clip import CLIP, CLIPConfig, clip_loss
 from .data import LANGS, caption, render, sample_attributes
 from .tokenizer import COURSE_DIR, BPETokenizer
-from .training import autocast, cosine_schedule, cpu_threads, default_threads, parameter_groups
+from .training import (add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads, default_threads,
+                       parameter_groups, progress_bar)
 from .weights import load_checkpoint
 from .zeroshot import eval_set, evaluate_zero_shot, images_to_tensor, text_to_image_recall
 
@@ -347,14 +346,6 @@ def _from_rank0(*values: float, device: torch.device) -> list[float]:
     return flags.tolist()
 
 
-def _progress_bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="CLIP", unit="step", dynamic_ncols=True)
-
-
 def train_clip(cfg: TrainConfig | None = None, model: CLIP | None = None, command: str | None = None,
                device: str | torch.device | None = None) -> TrainResult:
     """Train a CLIP on Shapes with ``cfg`` (default :class:`TrainConfig`); returns model, history, metrics, path.
@@ -410,7 +401,7 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
     my_slice = range(rank * local, (rank + 1) * local)  # this process's part of every global batch
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None
     planned = cfg.steps  # the schedule's length; with a time budget it is re-estimated from the speed
-    bar = _progress_bar(cfg.steps - start_step, cfg.progress and rank == 0)
+    bar = progress_bar(cfg.steps - start_step, cfg.progress and rank == 0, "CLIP")
     t0 = time.perf_counter()
     step = start_step
 
@@ -486,27 +477,11 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
 _OPTIONAL_TYPES = {"max_minutes": float, "out": str, "resume": str, "threads": int}  # fields whose default is None
 
 
-def _field_help() -> dict[str, str]:
-    """Each TrainConfig field's comment (the text after ``#`` on its line): the option's help."""
-    source = inspect.getsource(TrainConfig)
-    return dict(re.findall(r"^\s+(\w+): [^#\n]*#\s*(.+)$", source, flags=re.M))
-
-
 def _parser() -> argparse.ArgumentParser:
-    comments = _field_help()
     parser = argparse.ArgumentParser(prog="python -m mmcore.train", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="task", required=True)
     clip = sub.add_parser("clip", help="train a CLIP on Shapes (English + Bengali captions)")
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{comments.get(f.name, '')} (default: {f.default!r})".replace("%", "%%")
-        if isinstance(f.default, bool):
-            clip.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
-        elif isinstance(f.default, tuple):
-            clip.add_argument(flag, nargs="+", type=type(f.default[0]), default=f.default, help=help_text)
-        else:
-            kind = _OPTIONAL_TYPES.get(f.name, type(f.default))
-            clip.add_argument(flag, type=kind, default=f.default, help=help_text)
+    add_config_arguments(clip, TrainConfig, _OPTIONAL_TYPES)
     return parser
 
 
@@ -515,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = vars(_parser().parse_args(argv))
     args.pop("task")
-    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+    cfg = config_from_args(TrainConfig, args)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     launcher = f"torchrun --nproc_per_node={world} -m mmcore.train" if world > 1 else "python -m mmcore.train"
     command = f"{launcher} {shlex.join(argv)}"

@@ -34,7 +34,7 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
@@ -47,7 +47,7 @@ from torch import Tensor
 from . import quick_mode, set_seed
 from .data import COLOR_RGB, COLORS, POSITIONS, SHAPES, SIZES, ShapesDataset, render, sample_attributes
 from .judge import ATTRIBUTES, CleanThresholds, Judge, JudgeConfig, JudgeNet, to_batch
-from .training import cosine_schedule, cpu_threads, default_threads
+from .training import add_config_arguments, config_from_args, cosine_schedule, cpu_threads, default_threads, progress_bar
 
 __all__ = [
     "JudgeTrainConfig",
@@ -357,14 +357,6 @@ def evaluate_judge(judge: Judge, n_test: int = 1000, n_heldout: int = 600, n_fak
 # ------------------------------------------------------------------------------------------------- training
 
 
-def _progress_bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="judge", unit="step", dynamic_ncols=True)
-
-
 def train_judge(cfg: JudgeTrainConfig | None = None, command: str | None = None,
                 model_cfg: JudgeConfig | None = None) -> tuple[Judge, dict[str, float]]:
     """Train a judge with ``cfg``; returns the judge (calibrated) and its final metrics. Saves to ``cfg.out``."""
@@ -387,7 +379,7 @@ def _train_judge(cfg: JudgeTrainConfig, command: str | None, model_cfg: JudgeCon
     history: dict[str, list[float]] = {"step": [], "loss": [], "eval_step": [], "eval_accuracy": []}
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None
     planned, step = cfg.steps, 0
-    bar = _progress_bar(cfg.steps, cfg.progress)
+    bar = progress_bar(cfg.steps, cfg.progress, "judge")
     t0 = time.perf_counter()
     while step < cfg.steps:
         if budget is not None:
@@ -461,20 +453,13 @@ _OPTIONAL_TYPES = {"max_minutes": float, "out": str, "threads": int}  # fields w
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mmcore.train_judge", description=__doc__.split("\n\n")[0])
-    for f in fields(JudgeTrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"default: {f.default!r}"
-        if isinstance(f.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
-        else:
-            parser.add_argument(flag, type=_OPTIONAL_TYPES.get(f.name, type(f.default)), default=f.default, help=help_text)
-    return parser
+    return add_config_arguments(parser, JudgeTrainConfig, _OPTIONAL_TYPES)
 
 
 def main(argv: Sequence[str] | None = None) -> tuple[Judge, dict[str, float]]:
     """``python -m mmcore.train_judge [--option value ...]``: train, calibrate, evaluate, save."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    cfg = JudgeTrainConfig(**vars(_parser().parse_args(argv)))
+    cfg = config_from_args(JudgeTrainConfig, vars(_parser().parse_args(argv)))
     judge, metrics = train_judge(cfg, command=f"python -m mmcore.train_judge {shlex.join(argv)}")
     print("\n".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
     if cfg.out:

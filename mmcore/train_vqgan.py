@@ -31,7 +31,7 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -42,7 +42,8 @@ from torch import Tensor, nn
 
 from . import get_device, quick_mode, set_seed
 from .data import ShapesDataset, render, sample_attributes
-from .training import autocast, cosine_schedule, cpu_threads, default_threads
+from .training import (add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads, default_threads,
+                       progress_bar)
 from .vq import code_histogram, perplexity
 from .vqgan import VQGAN, VQGANConfig
 from .vqgan_losses import generator_loss, hinge_d_loss, psnr
@@ -188,14 +189,6 @@ def evaluate_vqgan(model: VQGAN, images: Tensor | None = None, n: int = 1000, sp
 # ------------------------------------------------------------------------------------------------- training
 
 
-def _progress_bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="VQGAN", unit="step", dynamic_ncols=True)
-
-
 def train_vqgan(cfg: VQGANTrainConfig | None = None, model: VQGAN | None = None, command: str | None = None,
                 device: str | torch.device | None = None) -> VQGANTrainResult:
     """Train a VQGAN on Shapes with ``cfg`` (default :class:`VQGANTrainConfig`); returns model, history, metrics, path.
@@ -228,7 +221,7 @@ def _train_vqgan(cfg: VQGANTrainConfig, model: VQGAN | None, command: str | None
     history = VQGANHistory()
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None
     planned = cfg.steps  # the schedule's length
-    bar = _progress_bar(cfg.steps, cfg.progress)
+    bar = progress_bar(cfg.steps, cfg.progress, "VQGAN")
     t0 = time.perf_counter()
     step = 0
     while step < cfg.steps:
@@ -326,23 +319,14 @@ _OPTIONAL_TYPES = {"max_minutes": float, "out": str, "threads": int}  # fields w
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mmcore.train_vqgan", description=__doc__.split("\n\n")[0])
-    for f in fields(VQGANTrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"default: {f.default!r}"
-        if isinstance(f.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
-        elif isinstance(f.default, tuple):
-            parser.add_argument(flag, nargs=len(f.default), type=type(f.default[0]), default=f.default, help=help_text)
-        else:
-            parser.add_argument(flag, type=_OPTIONAL_TYPES.get(f.name, type(f.default)), default=f.default, help=help_text)
-    return parser
+    return add_config_arguments(parser, VQGANTrainConfig, _OPTIONAL_TYPES)
 
 
 def main(argv: Sequence[str] | None = None) -> VQGANTrainResult:
     """``python -m mmcore.train_vqgan [--option value ...]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = vars(_parser().parse_args(argv))
-    cfg = VQGANTrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+    cfg = config_from_args(VQGANTrainConfig, args)
     result = train_vqgan(cfg, command=f"python -m mmcore.train_vqgan {shlex.join(argv)}")
     print("\n".join(f"{k}: {v:.4f}" for k, v in result.metrics.items()))
     if result.path is not None:

@@ -1,18 +1,26 @@
 """The pieces every training loop of the course shares: learning-rate schedule, weight-decay groups, mixed
-precision on CUDA only, and CPU thread control. Kept apart from the model-specific loops (:mod:`mmcore.train`
+precision on CUDA only, CPU thread control, the progress bar, and command-line options made from a config
+dataclass. Kept apart from the model-specific loops (:mod:`mmcore.train`
 for CLIP, :mod:`mmcore.train_vqgan`, :mod:`mmcore.train_judge`) so that none of them imports another's model.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import inspect
 import math
 import os
+import re
+from dataclasses import fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["cosine_schedule", "decays", "parameter_groups", "autocast", "default_threads", "cpu_threads"]
+__all__ = [
+    "cosine_schedule", "decays", "parameter_groups", "autocast", "default_threads", "cpu_threads", "progress_bar",
+    "field_comments", "add_config_arguments", "config_from_args",
+]
 
 
 def cosine_schedule(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
@@ -65,3 +73,44 @@ def cpu_threads(n: int) -> Any:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def progress_bar(total: int, enabled: bool, desc: str) -> Any:
+    """A tqdm bar of ``total`` steps labelled ``desc`` (notebook-aware), or None when ``enabled`` is False."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+
+
+def field_comments(config_cls: type) -> dict[str, str]:
+    """Each dataclass field's comment (the text after ``#`` on its line): the command-line option's help."""
+    source = inspect.getsource(config_cls)
+    return dict(re.findall(r"^\s+(\w+): [^#\n]*#\s*(.+)$", source, flags=re.M))
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type,
+                         optional_types: dict[str, type] | None = None) -> argparse.ArgumentParser:
+    """One ``--flag`` per field of the dataclass ``config_cls``, with its default and its comment as help.
+
+    Booleans become ``--flag / --no-flag``, tuples take several values; ``optional_types`` gives the type of the
+    fields whose default is None (e.g. ``{"out": str}``).
+    """
+    comments = field_comments(config_cls)
+    for f in fields(config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{comments.get(f.name, '')} (default: {f.default!r})".replace("%", "%%")
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        elif isinstance(f.default, tuple):
+            parser.add_argument(flag, nargs="+", type=type(f.default[0]), default=f.default, help=help_text)
+        else:
+            kind = (optional_types or {}).get(f.name, type(f.default))
+            parser.add_argument(flag, type=kind, default=f.default, help=help_text)
+    return parser
+
+
+def config_from_args(config_cls: type, args: dict[str, Any]) -> Any:
+    """The dataclass ``config_cls`` from parsed options (lists of values become tuples)."""
+    return config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
