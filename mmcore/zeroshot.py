@@ -19,9 +19,10 @@ Shapes: ``N`` images, ``C`` classes, ``Q`` queries, ``E`` embedding size.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -111,6 +112,17 @@ def zero_shot_accuracy(image_embeddings: Tensor, class_weights: Tensor, labels: 
     return (predictions == labels.to(predictions.device)).float().mean().item()
 
 
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Evaluate ``model`` in eval mode inside the block, then put back the mode it had (training loops call this)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def _encode_images(model: CLIP, images: Tensor, batch_size: int = 500) -> Tensor:
     device = next(model.parameters()).device
@@ -132,11 +144,9 @@ def evaluate_zero_shot(
     ``joint``: the predicted class is exactly (shape, colour). ``shape`` / ``color``: the predicted class has the
     right shape / colour (the same 48-way prediction, read one attribute at a time).
     """
-    was_training = model.training
-    model.eval()
-    weights = shapes_classifier(model, tokenizer, lang, CLASSES, templates)  # (E, C)
-    image_emb = _encode_images(model, images)  # (N, E)
-    model.train(was_training)
+    with eval_mode(model):
+        weights = shapes_classifier(model, tokenizer, lang, CLASSES, templates)  # (E, C)
+        image_emb = _encode_images(model, images)  # (N, E)
     predicted = (image_emb @ weights.to(image_emb.device)).argmax(dim=1).tolist()  # (N,)
     pairs = [CLASSES[p] for p in predicted]
     n = len(attributes)
@@ -162,14 +172,12 @@ def text_to_image_recall(
     and there are only 6 * 8 * 2 * 5 = 480 of them, so several images share each caption: every image with the
     caption's four attributes counts as a correct answer (:func:`mmcore.search.recall_at_k`).
     """
-    was_training = model.training
-    model.eval()
     unique: dict[str, dict[str, str]] = {}
     for attrs in attributes:
         unique.setdefault(caption(attrs, lang), attrs)  # caption() without a template: the full one
     device = next(model.parameters()).device
-    query_emb = model.encode_text(tokenizer(list(unique)).to(device), normalize=True)  # (Q, E)
-    image_emb = _encode_images(model, images)  # (N, E)
-    model.train(was_training)
+    with eval_mode(model):
+        query_emb = model.encode_text(tokenizer(list(unique)).to(device), normalize=True)  # (Q, E)
+        image_emb = _encode_images(model, images)  # (N, E)
     relevant = [relevant_items(attributes, **attrs) for attrs in unique.values()]  # per query: the correct images
     return recall_at_k(query_emb, image_emb, relevant, ks)
