@@ -58,6 +58,7 @@ __all__ = [
     "unit_float16",
     "recall_at_k",
     "relevant_items",
+    "distinct_attributes",
     "find_images",
     "image_digest",
     "model_fingerprint",
@@ -182,6 +183,15 @@ def relevant_items(attributes: Sequence[dict[str, str]], **wanted: str) -> list[
     ``ShapesDataset``: the correct answers to the query "a red circle", for :func:`recall_at_k`.
     """
     return [i for i, attrs in enumerate(attributes) if all(attrs.get(key) == value for key, value in wanted.items())]
+
+
+def distinct_attributes(attributes: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """One entry per distinct attribute dict, in first-seen order: the queries of a full-caption search
+    evaluation (several images share each full caption, so each caption is asked once)."""
+    unique: dict[tuple, dict[str, str]] = {}
+    for attrs in attributes:
+        unique.setdefault(tuple(sorted(attrs.items())), attrs)
+    return list(unique.values())
 
 
 # ---------------------------------------------------------------------------------- fingerprints and caching

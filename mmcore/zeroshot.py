@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .clip import CLIP, Preprocess, zero_shot_classifier
 from .data import COLORS, EVAL_TEMPLATES, POSITIONS, SHAPES, SIZES, caption, render, sample_attributes
-from .search import recall_at_k, relevant_items
+from .search import distinct_attributes, recall_at_k, relevant_items
 
 __all__ = [
     "CLASSES",
@@ -172,12 +172,11 @@ def text_to_image_recall(
     and there are only 6 * 8 * 2 * 5 = 480 of them, so several images share each caption: every image with the
     caption's four attributes counts as a correct answer (:func:`mmcore.search.recall_at_k`).
     """
-    unique: dict[str, dict[str, str]] = {}
-    for attrs in attributes:
-        unique.setdefault(caption(attrs, lang), attrs)  # caption() without a template: the full one
+    queries = distinct_attributes(attributes)
+    texts = [caption(attrs, lang) for attrs in queries]  # caption() without a template: the full one
     device = next(model.parameters()).device
     with eval_mode(model):
-        query_emb = model.encode_text(tokenizer(list(unique)).to(device), normalize=True)  # (Q, E)
+        query_emb = model.encode_text(tokenizer(texts).to(device), normalize=True)  # (Q, E)
         image_emb = _encode_images(model, images)  # (N, E)
-    relevant = [relevant_items(attributes, **attrs) for attrs in unique.values()]  # per query: the correct images
+    relevant = [relevant_items(attributes, **attrs) for attrs in queries]  # per query: the correct images
     return recall_at_k(query_emb, image_emb, relevant, ks)

@@ -440,3 +440,11 @@ def test_faiss_backend_matches_torch():
     assert [h.index for h in flat.search(queries[0], k=50)] == [h.index for h in exact.search(queries[0], k=50)]
     index = make_index(backend="faiss")
     assert index.search("blue", k=1)[0].index == 2
+
+
+def test_distinct_attributes_keeps_first_seen_order_and_drops_repeats():
+    a = {"shape": "circle", "color": "red"}
+    b = {"color": "blue", "shape": "star"}
+    same_as_a = {"color": "red", "shape": "circle"}  # same attributes, other key order
+    assert search.distinct_attributes([a, b, same_as_a, b]) == [a, b]
+    assert search.distinct_attributes([]) == []
