@@ -39,6 +39,8 @@ checkpoints: $(STAMP)
 	$(PY) -m mmcore.train_judge --steps 2000 --threads 1 --out data/checkpoints/shapes-judge.safetensors
 	$(PY) -m mmcore.train_vqgan --steps 1800 --batch-size 32 --lr 1e-3 --disc-weight 0.1 --disc-start 0.5 --seed 0 \
 		--threads 1 --out data/checkpoints/shapes-vqgan.safetensors
+	$(PY) -m mmcore.train_vqgan --steps 1800 --batch-size 32 --lr 1e-3 --disc-weight 0 --disc-start 0.5 --seed 0 \
+		--threads 1 --out data/checkpoints/shapes-vqgan-nogan.safetensors
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

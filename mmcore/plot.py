@@ -183,3 +183,60 @@ def training_curves(history, labels: dict[str, str] | None = None, dpi: int = 72
     right.set_ylabel(text["accuracy"])
     fig.tight_layout()
     return fig
+
+
+def _series(history, key: str) -> list:
+    """``history.key`` for a history object, ``history[key]`` for a dict (a checkpoint card's ``"history"``)."""
+    return history[key] if isinstance(history, dict) else getattr(history, key)
+
+
+def vq_training_curves(history, labels: dict[str, str] | None = None, dpi: int = 72):
+    """Reconstruction loss, codebook perplexity and codebook usage per step of a VQGAN training run.
+
+    ``history`` is a :class:`mmcore.train_vqgan.VQGANHistory` or a checkpoint card's ``"history"`` dict (keys
+    ``step``, ``reconstruction``, ``perplexity``, ``usage``). The labels are bilingual by default; ``labels``
+    overrides them (keys: reconstruction, perplexity, usage, step).
+    """
+    setup_fonts()
+    text = {"reconstruction": "L1 reconstruction loss / পুনর্গঠন লস", "perplexity": "perplexity / পারপ্লেক্সিটি",
+            "usage": "codes used in the batch / ব্যবহৃত কোড", "step": "step / ধাপ", **(labels or {})}
+    steps = _series(history, "step")
+    fig, axes = plt.subplots(1, 3, figsize=(9, 2.6), dpi=dpi)
+    for ax, key in zip(axes, ("reconstruction", "perplexity", "usage")):
+        ax.plot(steps, _series(history, key), linewidth=0.8)
+        ax.set_xlabel(text["step"])
+        ax.set_title(text[key], fontsize=9)
+    axes[0].set_yscale("log")
+    axes[2].set_ylim(0, 1.05)
+    fig.tight_layout()
+    return fig
+
+
+def code_grid(image, indices, title: str | None = None, highlight=None, cell: float = 2.4, dpi: int = 72):
+    """An image next to its grid of code indices: the image on the left; on the right the same image, faded,
+    with the index of the code at each grid position written over its patch.
+
+    ``image``: PIL image, HWC array or CHW tensor in [0, 1]; ``indices``: (h, w) integer tensor or array.
+    ``highlight``: (h, w) boolean mask of positions to outline in red (e.g. an edited code).
+    """
+    setup_fonts()
+    grid = indices.detach().cpu().numpy() if hasattr(indices, "detach") else indices
+    h, w = grid.shape
+    picture = _as_hwc(image)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(2 * cell, cell + (0.3 if title else 0)), dpi=dpi)
+    left.imshow(picture, interpolation="nearest")
+    right.imshow(picture, interpolation="nearest", alpha=0.35, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+    for r in range(h):
+        for c in range(w):
+            right.text(c, r, str(int(grid[r, c])), ha="center", va="center", fontsize=6.5)
+            if highlight is not None and bool(highlight[r][c]):
+                right.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
+    right.set_xticks([x - 0.5 for x in range(w + 1)], [])
+    right.set_yticks([y - 0.5 for y in range(h + 1)], [])
+    right.grid(True, color="grey", linewidth=0.4)
+    right.tick_params(length=0)
+    left.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
