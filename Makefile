@@ -41,6 +41,9 @@ checkpoints: $(STAMP)
 		--threads 1 --out data/checkpoints/shapes-vqgan.safetensors
 	$(PY) -m mmcore.train_vqgan --steps 1800 --batch-size 32 --lr 1e-3 --disc-weight 0 --disc-start 0.5 --seed 0 \
 		--threads 1 --out data/checkpoints/shapes-vqgan-nogan.safetensors
+# shapes-dalle needs a CUDA GPU: 2.5 minutes on one H200 (one CPU thread would need about two days); see data/checkpoints/shapes-dalle.md
+	$(PY) -m mmcore.train_dalle --device cuda --max-minutes 2.5 --final-eval-samples 0 --eval-every 1000 \
+		--out data/checkpoints/shapes-dalle.safetensors --no-progress
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

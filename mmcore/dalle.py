@@ -1,0 +1,650 @@
+"""DALL-E 1 at course size: one token stream of text and image codes, a causal transformer, CLIP re-ranking.
+
+The idea of DALL-E (Ramesh et al., 2021) fits in one line: *write the caption and the image as one sequence of
+tokens and train a GPT on it*. The image is first turned into tokens by a VQ autoencoder (ours:
+:mod:`mmcore.vqgan`, a 32 px image -> 8 x 8 = 64 codes out of 256), the caption by a BPE tokenizer (ours:
+``BPETokenizer.course()``, English and Bengali). One training sequence is::
+
+    [start] a red circle [end] [pad] ... [pad] | c_0 c_1 ... c_63
+    <------------- text_length text tokens ---> <-- 64 image codes -->
+
+and the transformer, causal (each position sees only itself and earlier ones), learns to predict every next token.
+To draw a picture, feed the caption and sample the 64 codes one after another; the VQGAN decoder turns them into
+pixels. What each piece here is for:
+
+* **Two vocabularies, two heads.** Text tokens and image codes get their own embedding tables and their own output
+  layers: a text position only ever predicts text, an image position only a code (the paper does the same with one
+  big vocabulary and a mask).
+* **Separate positional embeddings.** Text positions get a learned embedding per position; image positions get a
+  *row* embedding plus a *column* embedding, so that the model knows the 64 codes form an 8 x 8 grid.
+* **The 1 : 7 loss.** The paper weights the text loss 1/8 and the image loss 7/8 (:func:`dalle_loss`): the image
+  is what we want to generate; the text loss is a cheap extra signal.
+* **Classifier-free guidance** (Ho & Salimans, 2022; not in DALL-E 1, but every later model uses it). Training
+  replaces the caption by the *null caption* (``[start] [end]``, the empty prompt) a fraction of the time, so
+  the same network also learns unconditional generation. At sampling time both streams run in one batch and
+  the logits are pushed away from the unconditional ones: ``uncond + s * (cond - uncond)``
+  (:func:`classifier_free_guidance`).
+* **Sampling** with temperature, :func:`top_k_filter` and :func:`top_p_filter`, and a key/value cache
+  (:class:`mmcore.transformer.KVCache`) so that each new code costs one position, not the whole sequence.
+* **CLIP re-ranking.** Sample ``n`` images, score each against the prompt with the course's tiny CLIP, keep the
+  best ``k`` (:func:`clip_scores`, ``generate(..., rerank=k)``). The tiny CLIP scores every good sample almost
+  alike, so ``rerank_by="clip+likelihood"`` also asks the generator how typical each sample is
+  (:func:`rerank_scores`).
+
+Use the shipped model with ``mmcore.dalle.load("shapes-dalle").generate("একটি লাল বৃত্ত", n=8, rerank=2)``;
+train one with ``python -m mmcore.train_dalle`` (:mod:`mmcore.train_dalle`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .transformer import KVCache, Transformer, init_transformer_
+from .weights import load_checkpoint, save_checkpoint
+
+__all__ = [
+    "DALLEConfig",
+    "SampleConfig",
+    "DALLEOutput",
+    "DALLELoss",
+    "SampleResult",
+    "PromptTooLongError",
+    "DALLE",
+    "dalle_loss",
+    "pad_after_end",
+    "top_k_filter",
+    "top_p_filter",
+    "classifier_free_guidance",
+    "sample_from_logits",
+    "clip_scores",
+    "standardize",
+    "rerank_scores",
+    "RERANK_BY",
+    "to_pil",
+    "available_models",
+    "load",
+]
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
+SHAPES_DALLE = CHECKPOINT_DIR / "shapes-dalle.safetensors"
+TRAIN_COMMAND = ("python -m mmcore.train_dalle --device cuda --max-minutes 2.5 --final-eval-samples 0 "
+                 "--eval-every 1000 --out data/checkpoints/shapes-dalle.safetensors --no-progress")  # the card's command
+
+
+# ------------------------------------------------------------------------------------------------------ configs
+
+
+@dataclass
+class DALLEConfig:
+    """All sizes of a DALL-E model. Use a preset (``DALLEConfig.course()``) and ``dataclasses.replace`` to vary it."""
+
+    text_vocab_size: int = 2954  # the tokenizer's vocabulary (the course BPE); one more id is added for padding
+    text_length: int = 16  # text positions: [start] + tokens + [end], padded; longer prompts are an error
+    num_codes: int = 256  # the VQGAN's codebook size (image vocabulary)
+    grid_size: int = 8  # the VQGAN's code grid side: grid_size ** 2 image tokens
+    width: int = 256  # C: transformer width
+    layers: int = 6  # transformer blocks
+    heads: int = 8  # attention heads (width must be a multiple)
+    mlp_ratio: float = 4.0  # MLP hidden width / width
+    sot_token: int = 2952  # the tokenizer's start-of-text id
+    eot_token: int = 2953  # the tokenizer's end-of-text id
+
+    @classmethod
+    def course(cls, **overrides: Any) -> "DALLEConfig":
+        """The shipped model's size: width 256, 6 layers, 8 heads (about 5.5 M parameters, 11 MB in float16)."""
+        return cls(**{**dict(width=256, layers=6, heads=8), **overrides})
+
+    @classmethod
+    def small(cls, **overrides: Any) -> "DALLEConfig":
+        """Width 192, 6 layers, 6 heads (about 3.2 M parameters): a CPU-friendlier size for experiments."""
+        return cls(**{**dict(width=192, layers=6, heads=6), **overrides})
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> "DALLEConfig":
+        """Width 32, 2 layers, 2 heads: for tests (random weights, instant)."""
+        return cls(**{**dict(width=32, layers=2, heads=2), **overrides})
+
+    @property
+    def pad_token(self) -> int:
+        """The id that fills text positions after [end] (the tokenizer pads with 0, a real byte: we re-map it)."""
+        return self.text_vocab_size
+
+    @property
+    def image_length(self) -> int:
+        """Image tokens per sequence (64 for an 8 x 8 grid)."""
+        return self.grid_size**2
+
+    @property
+    def sequence_length(self) -> int:
+        """Positions the transformer sees in training: all text tokens and all but the last image code."""
+        return self.text_length + self.image_length - 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DALLEConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class SampleConfig:
+    """How :meth:`DALLE.generate` samples (the shipped checkpoint stores the settings its benchmark chose)."""
+
+    temperature: float = 1.0  # divide the logits by this (0: always the most likely code)
+    top_k: int | None = None  # keep only the k most likely codes (None: all)
+    top_p: float | None = None  # keep the smallest set of codes whose probability reaches p (None: all)
+    guidance_scale: float = 1.5  # classifier-free guidance s (1: plain conditional sampling, no second stream)
+    batch_size: int = 64  # images sampled at once (the guided batch holds twice as many rows)
+    rerank_by: str = "clip"  # re-ranking score: "clip" (the paper), "likelihood" or "clip+likelihood" (rerank_scores)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SampleConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class DALLEOutput(NamedTuple):
+    text_logits: Tensor  # (B, text_length - 1, text_vocab_size + 1): predictions of text tokens 1 ..
+    image_logits: Tensor  # (B, image_length, num_codes): predictions of image codes 0 .. 63
+
+
+class DALLELoss(NamedTuple):
+    total: Tensor  # (text_weight * text + image_weight * image) / (text_weight + image_weight)
+    text: Tensor  # mean cross-entropy over the text targets
+    image: Tensor  # mean cross-entropy over the image targets (nats per code)
+
+
+class SampleResult(NamedTuple):
+    images: Tensor  # (N, 3, S, S) decoded images in [0, 1], best first when re-ranked
+    codes: Tensor  # (N, grid, grid) the sampled VQGAN codes
+    scores: Tensor | None  # (N,) CLIP cosine similarity with the prompt when re-ranked, else None
+
+
+class PromptTooLongError(ValueError):
+    """A prompt has more tokens than the model's text positions."""
+
+
+# ----------------------------------------------------------------------------------------------- pure functions
+
+
+def dalle_loss(text_logits: Tensor, text_targets: Tensor, image_logits: Tensor, image_targets: Tensor,
+               text_weight: float = 1.0, image_weight: float = 7.0) -> DALLELoss:
+    """The DALL-E loss: cross-entropy of the text and of the image tokens, weighted 1 : 7 (the paper's choice).
+
+    ``text_logits`` (B, Lt, Vt) with ``text_targets`` (B, Lt); ``image_logits`` (B, Li, K) with ``image_targets``
+    (B, Li). Each part is a mean over its tokens; the total is their weighted mean.
+    """
+    text = F.cross_entropy(text_logits.flatten(0, 1).float(), text_targets.flatten())
+    image = F.cross_entropy(image_logits.flatten(0, 1).float(), image_targets.flatten())
+    total = (text_weight * text + image_weight * image) / (text_weight + image_weight)
+    return DALLELoss(total, text, image)
+
+
+def pad_after_end(tokens: Tensor, eot_token: int, pad_token: int) -> Tensor:
+    """Replace every id after each row's first ``eot_token`` by ``pad_token``: (B, L) -> (B, L).
+
+    The tokenizer pads with 0, which in a byte-level vocabulary is a real token ("!"); a dedicated padding id
+    keeps "nothing more to say" apart from text."""
+    is_end = (tokens == eot_token).int()  # (B, L)
+    after = (is_end.cumsum(dim=1) - is_end) > 0  # (B, L): strictly after the first [end]
+    return tokens.masked_fill(after, pad_token)
+
+
+def top_k_filter(logits: Tensor, k: int | None) -> Tensor:
+    """Keep the ``k`` largest logits of each row (last dimension), set the others to ``-inf``.
+
+    ``k=None`` (or ``k`` >= the number of classes) keeps all. Ties at the k-th value are all kept.
+    """
+    if k is None or k >= logits.shape[-1]:
+        return logits
+    if k < 1:
+        raise ValueError(f"top_k must be >= 1 or None; got {k}")
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (..., 1): the k-th largest value
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: Tensor, p: float | None) -> Tensor:
+    """Nucleus filtering: keep the smallest set of most likely classes whose probabilities sum to at least ``p``.
+
+    The most likely class is always kept; ``p=None`` or ``p >= 1`` keeps all. Others get ``-inf``.
+    """
+    if p is None or p >= 1.0:
+        return logits
+    if p <= 0:
+        raise ValueError(f"top_p must be in (0, 1] or None; got {p}")
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (..., K)
+    probs = sorted_logits.softmax(dim=-1)  # (..., K)
+    mass_before = probs.cumsum(dim=-1) - probs  # (..., K): probability of the classes ranked above
+    drop_sorted = mass_before >= p  # the set already reached p without this class
+    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to the original class order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def classifier_free_guidance(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
+    """``uncond + scale * (cond - uncond)``: move the logits ``scale`` times as far from the unconditional ones.
+
+    ``scale=1`` gives ``cond`` (written as ``cond + (scale - 1) * (cond - uncond)``, so exactly ``cond``), ``0``
+    gives ``uncond``, larger values follow the caption more closely at the cost of variety.
+    """
+    return cond + (scale - 1.0) * (cond - uncond)
+
+
+def sample_from_logits(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                       top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """One class per row of ``logits`` (B, K) -> (B,) long.
+
+    Temperature first, then :func:`top_k_filter` and :func:`top_p_filter`, then one uniform number per row from
+    ``generator`` (a CPU generator; the draw is moved to the logits' device) picks a class by inverting the
+    cumulative distribution. The same generator state gives the same classes on any device, and logits that
+    differ only by float rounding (a cached and an uncached forward) almost never change the result.
+    ``temperature=0`` picks the most likely class.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0; got {temperature}")
+    # (B, 1) uniform in (0, 1), drawn even when greedy so that the generator advances the same way
+    u = torch.rand(logits.shape[0], 1, generator=generator).clamp_(min=1e-7).to(logits.device)
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = top_p_filter(top_k_filter(logits.float() / temperature, top_k), top_p)
+    cdf = logits.softmax(dim=-1).cumsum(dim=-1)  # (B, K)
+    index = (cdf < u * cdf[:, -1:]).sum(dim=-1)  # (B,): the first class whose cumulative mass reaches u
+    return index.clamp_(max=logits.shape[-1] - 1)
+
+
+RERANK_BY = ("clip", "likelihood", "clip+likelihood")  # the scores :func:`rerank_scores` knows
+
+
+def standardize(x: Tensor) -> Tensor:
+    """``(x - mean) / std`` of a 1-d tensor (0 where all values are equal): makes two scores addable."""
+    std = x.std() if x.numel() > 1 else x.new_zeros(())
+    return (x - x.mean()) / std if std > 0 else torch.zeros_like(x)
+
+
+def rerank_scores(clip_score: Tensor | None, log_likelihood: Tensor | None, rerank_by: str = "clip") -> Tensor:
+    """The score that re-ranking sorts by (higher is better), for one prompt's ``n`` samples -> (n,).
+
+    ``"clip"``: CLIP's cosine similarity with the prompt (the DALL-E paper). ``"likelihood"``: the generator's own
+    mean log-probability of the sample's codes (low for the odd, broken sample). ``"clip+likelihood"``: the sum of
+    both, each standardised over the ``n`` samples. Why the second: the course's tiny CLIP at 32 px gives every
+    good sample almost the same score (0.85 +- 0.01), so on its own it often picks an odd sample whose outline is
+    broken; the likelihood prefers typical samples.
+    """
+    if rerank_by == "clip":
+        return clip_score
+    if rerank_by == "likelihood":
+        return log_likelihood
+    if rerank_by == "clip+likelihood":
+        return standardize(clip_score) + standardize(log_likelihood)
+    raise ValueError(f"rerank_by must be one of {RERANK_BY}; got {rerank_by!r}")
+
+
+def to_pil(images: Tensor) -> list[Any]:
+    """(N, 3, S, S) floats in [0, 1] -> N PIL RGB images."""
+    from PIL import Image
+
+    array = (images.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # (N, S, S, 3)
+    return [Image.fromarray(np.ascontiguousarray(a), "RGB") for a in array]
+
+
+@torch.no_grad()
+def clip_scores(clip: Any, tokenizer: Callable[..., Tensor], images: Tensor, prompt: str) -> Tensor:
+    """Cosine similarity between each image (N, 3, S, S) in [0, 1] and ``prompt`` under ``clip`` -> (N,).
+
+    The images are resized to CLIP's input size and normalised with OpenAI's mean and std, as
+    :mod:`mmcore.guided` does."""
+    from .clip import OPENAI_MEAN, OPENAI_STD
+
+    device = next(clip.parameters()).device
+    x = images.to(device=device, dtype=torch.float32)
+    size = clip.cfg.image_size
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)  # (N, 3, size, size)
+    mean = torch.tensor(OPENAI_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_STD, device=device).view(1, 3, 1, 1)
+    image_emb = clip.encode_image((x - mean) / std, normalize=True)  # (N, E)
+    text_emb = clip.encode_text(tokenizer([prompt], truncate=True).to(device), normalize=True)  # (1, E)
+    return (image_emb @ text_emb.t())[:, 0].cpu()  # (N,)
+
+
+# ----------------------------------------------------------------------------------------------------- the model
+
+
+class DALLE(nn.Module):
+    """The text + image-code transformer.
+
+    ``model(text, codes)`` runs teacher forcing for training (:class:`DALLEOutput`); :meth:`sample_codes` draws
+    codes for tokenised captions; :meth:`generate` goes from a prompt string to PIL images (it needs the VQGAN,
+    loaded on first use, and for re-ranking the tiny CLIP).
+    """
+
+    def __init__(self, cfg: DALLEConfig | None = None):
+        super().__init__()
+        cfg = cfg or DALLEConfig.course()
+        self.cfg = cfg
+        C = cfg.width
+        self.text_embed = nn.Embedding(cfg.text_vocab_size + 1, C)  # + 1: the padding id
+        self.text_pos_embed = nn.Parameter(torch.zeros(cfg.text_length, C))  # (Lt, C)
+        self.image_embed = nn.Embedding(cfg.num_codes, C)
+        self.row_embed = nn.Parameter(torch.zeros(cfg.grid_size, C))  # (G, C)
+        self.col_embed = nn.Parameter(torch.zeros(cfg.grid_size, C))  # (G, C)
+        self.transformer = Transformer(C, cfg.layers, cfg.heads, cfg.mlp_ratio, activation="gelu")
+        self.norm = nn.LayerNorm(C)
+        self.image_head = nn.Linear(C, cfg.num_codes, bias=False)
+        # the text head shares its weights with the text embedding (as GPT-2 does): half the text parameters
+        self.text_bias = nn.Parameter(torch.zeros(cfg.text_vocab_size + 1))
+        self.sample_config = SampleConfig()  # the defaults of generate(); a checkpoint may store others
+        self.card: dict[str, Any] = {}  # a loaded checkpoint's card; {} when fresh
+        # helper models, kept out of the state dict (a plain dict: nn.Module would register them as submodules):
+        # "tokenizer" (the course BPE), "vqgan" ("shapes-vqgan"), "clip" ((model, tokenizer), "shapes-tiny");
+        # each is loaded on first use unless attach() gave one
+        self._helpers: dict[str, Any] = {"tokenizer": None, "vqgan": None, "clip": None}
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2-like initialisation: small normal embeddings, depth-scaled residual projections."""
+        for p in (self.text_embed.weight, self.image_embed.weight):
+            nn.init.normal_(p, std=0.02)
+        for p in (self.text_pos_embed, self.row_embed, self.col_embed):
+            nn.init.normal_(p, std=0.01)
+        init_transformer_(self.transformer)
+        nn.init.normal_(self.image_head.weight, std=0.02)  # near-uniform first predictions: loss ~ ln(num_codes)
+        nn.init.zeros_(self.text_bias)
+
+    # -- pieces ------------------------------------------------------------------------------------------------
+
+    def embed_text(self, text: Tensor) -> Tensor:
+        """Text ids (B, Lt) with the padding id after [end] -> (B, Lt, C): token + position embedding."""
+        Lt = text.shape[1]
+        if Lt != self.cfg.text_length:
+            raise ValueError(f"text has {Lt} positions; this model takes exactly {self.cfg.text_length}")
+        return self.text_embed(text) + self.text_pos_embed  # (B, Lt, C)
+
+    def embed_codes(self, codes: Tensor, start: int = 0) -> Tensor:
+        """Image codes (B, n) at grid positions ``start .. start + n - 1`` (row-major) -> (B, n, C).
+
+        ``codes`` may also be float code *distributions* (B, n, K) (rows summing to 1): each is embedded as the
+        probability-weighted mean of the code embeddings, so a one-hot row gives exactly its code's embedding."""
+        n = codes.shape[1]
+        pos = torch.arange(start, start + n, device=codes.device)  # (n,)
+        G = self.cfg.grid_size
+        tokens = codes @ self.image_embed.weight if codes.is_floating_point() else self.image_embed(codes)  # (B, n, C)
+        return tokens + self.row_embed[pos // G] + self.col_embed[pos % G]  # (B, n, C)
+
+    def text_logits(self, h: Tensor) -> Tensor:
+        """Hidden states (..., C) -> text logits (..., Vt + 1) through the tied text embedding."""
+        return F.linear(h, self.text_embed.weight, self.text_bias)
+
+    def forward(self, text: Tensor, codes: Tensor) -> DALLEOutput:
+        """Teacher forcing: text (B, Lt) and codes (B, G*G) (or (B, G, G)) -> :class:`DALLEOutput`.
+
+        Position ``t`` predicts token ``t + 1``: the text positions but the last predict the text after them, the
+        last text position and the image positions predict the 64 codes.
+        """
+        codes = codes.flatten(1)  # (B, G*G)
+        Lt = self.cfg.text_length
+        x = torch.cat([self.embed_text(text), self.embed_codes(codes[:, :-1])], dim=1)  # (B, Lt + G*G - 1, C)
+        h = self.norm(self.transformer(x, is_causal=True))  # (B, Lt + G*G - 1, C)
+        return DALLEOutput(self.text_logits(h[:, : Lt - 1]), self.image_head(h[:, Lt - 1 :]))
+
+    def loss(self, text: Tensor, codes: Tensor, text_weight: float = 1.0, image_weight: float = 7.0) -> DALLELoss:
+        """:func:`dalle_loss` of a batch: text (B, Lt), codes (B, G*G)."""
+        out = self(text, codes)
+        return dalle_loss(out.text_logits, text[:, 1:], out.image_logits, codes.flatten(1), text_weight, image_weight)
+
+    @torch.no_grad()
+    def code_log_likelihood(self, text: Tensor, codes: Tensor) -> Tensor:
+        """Mean log-probability per code of ``codes`` (N, G, G) given ``text`` (N, Lt) (no guidance) -> (N,)."""
+        codes = codes.flatten(1)  # (N, G*G)
+        log_probs = F.log_softmax(self(text, codes).image_logits.float(), dim=-1)  # (N, G*G, K)
+        return log_probs.gather(-1, codes[..., None])[..., 0].mean(dim=1)  # (N,)
+
+    def soft_code_cross_entropy(self, text: Tensor, probs: Tensor) -> Tensor:
+        """How unlikely the model finds code *distributions* ``probs`` (B, G*G, K) after ``text`` (B, Lt) -> (B,).
+
+        Teacher forcing on the soft codes themselves: ``-sum_k probs[t, k] * log q(k | text, probs[:t])``, averaged
+        over the G*G positions. For one-hot ``probs`` it equals ``-code_log_likelihood``; unlike that, it is
+        differentiable in ``probs``, which is how :mod:`mmcore.guided` uses this model as a prior over codes.
+        """
+        Lt = self.cfg.text_length
+        x = torch.cat([self.embed_text(text), self.embed_codes(probs[:, :-1])], dim=1)  # (B, Lt + G*G - 1, C)
+        h = self.norm(self.transformer(x, is_causal=True))  # (B, Lt + G*G - 1, C)
+        log_q = F.log_softmax(self.image_head(h[:, Lt - 1 :]).float(), dim=-1)  # (B, G*G, K)
+        return -(probs * log_q).sum(-1).mean(1)  # (B,)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def attach(self, tokenizer: Any = None, vqgan: Any = None, clip: tuple[Any, Any] | None = None) -> "DALLE":
+        """Use these helpers instead of the shipped ones: the text ``tokenizer``, the ``vqgan`` that decodes the codes,
+        ``clip = (clip_model, clip_tokenizer)`` for re-ranking. None leaves a helper as it is. Returns the model."""
+        for name, value in (("tokenizer", tokenizer), ("vqgan", vqgan), ("clip", clip)):
+            if value is not None:
+                self._helpers[name] = value
+        return self
+
+    # -- text --------------------------------------------------------------------------------------------------
+
+    def get_tokenizer(self) -> Any:
+        """The text tokenizer (the course BPE unless one was attached)."""
+        if self._helpers["tokenizer"] is None:
+            from .tokenizer import BPETokenizer
+
+            self._helpers["tokenizer"] = BPETokenizer.course()
+        return self._helpers["tokenizer"]
+
+    def tokenize(self, prompts: str | list[str], truncate: bool = False) -> Tensor:
+        """Prompts -> text ids (B, Lt) with the padding id after [end]; ``""`` is the null caption.
+
+        A prompt longer than the model's ``text_length`` raises :class:`PromptTooLongError` unless ``truncate``.
+        """
+        from .tokenizer import ContextLengthError
+
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        tokenizer = self.get_tokenizer()
+        try:
+            tokens = tokenizer(prompts, context_length=self.cfg.text_length, truncate=truncate)  # (B, Lt)
+        except ContextLengthError as e:
+            raise PromptTooLongError(
+                f"prompt {e.text!r} has {e.n_tokens - 2} tokens, but this DALL-E model reads at most "
+                f"{self.cfg.text_length - 2}. Shorten it (e.g. 'a red circle at the top'), or pass truncate=True "
+                "to cut it.") from None
+        return pad_after_end(tokens, self.cfg.eot_token, self.cfg.pad_token)
+
+    def null_text(self, n: int = 1, device: torch.device | str | None = None) -> Tensor:
+        """The null caption ``[start] [end] [pad] ...`` (what training drops captions to): (n, Lt)."""
+        row = torch.full((self.cfg.text_length,), self.cfg.pad_token, dtype=torch.long)
+        row[0], row[1] = self.cfg.sot_token, self.cfg.eot_token
+        return row.expand(n, -1).to(device)
+
+    # -- sampling ----------------------------------------------------------------------------------------------
+
+    def _image_logits_uncached(self, text: Tensor, codes: Tensor) -> Tensor:
+        """Logits of the next code after ``codes`` (B, j): the whole sequence again -> (B, K)."""
+        x = self.embed_text(text)  # (B, Lt, C)
+        if codes.shape[1]:
+            x = torch.cat([x, self.embed_codes(codes)], dim=1)  # (B, Lt + j, C)
+        h = self.transformer(x, is_causal=True)[:, -1]  # (B, C): only the last position is needed
+        return self.image_head(self.norm(h))  # (B, K)
+
+    @torch.no_grad()
+    def sample_codes(self, text: Tensor, guidance_scale: float | None = None, temperature: float = 1.0,
+                     top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
+                     use_cache: bool = True) -> Tensor:
+        """Sample the image codes for text ids ``text`` (B, Lt) -> codes (B, G, G).
+
+        ``guidance_scale`` None: plain conditional sampling. A number: the unconditional stream (the null caption)
+        runs in the same batch, and the logits are combined by :func:`classifier_free_guidance`.
+        ``use_cache=False`` re-runs the whole sequence for every code (slow; for tests and the benchmark): with the
+        same ``generator`` state both give the same codes.
+        """
+        B, device = text.shape[0], text.device
+        guided = guidance_scale is not None
+        if guided:
+            text = torch.cat([text, self.null_text(B, device)])  # (2B, Lt): conditional rows, then unconditional
+        codes = torch.zeros(B, 0, dtype=torch.long, device=device)  # (B, j): sampled so far
+        cache = KVCache() if use_cache else None
+        n_codes = self.cfg.image_length
+        for j in range(n_codes):
+            stream = torch.cat([codes, codes]) if guided else codes  # (B or 2B, j)
+            if cache is None:
+                logits = self._image_logits_uncached(text, stream)  # (B or 2B, K)
+            else:
+                x = self.embed_text(text) if j == 0 else self.embed_codes(stream[:, -1:], start=j - 1)  # (.., T, C)
+                h = self.transformer(x, is_causal=True, cache=cache)[:, -1]  # (B or 2B, C)
+                logits = self.image_head(self.norm(h))  # (B or 2B, K)
+            if guided:
+                cond, uncond = logits.float().chunk(2)  # (B, K) each
+                logits = classifier_free_guidance(cond, uncond, guidance_scale)
+            nxt = sample_from_logits(logits, temperature, top_k, top_p, generator)  # (B,)
+            codes = torch.cat([codes, nxt[:, None]], dim=1)  # (B, j + 1)
+        G = self.cfg.grid_size
+        return codes.view(B, G, G)  # (B, G, G)
+
+    # -- prompt -> images --------------------------------------------------------------------------------------
+
+    def get_vqgan(self) -> Any:
+        """The VQGAN whose codes this model writes ("shapes-vqgan" unless one was attached), on the model's device."""
+        device = self.text_pos_embed.device
+        if self._helpers["vqgan"] is None:
+            from . import vqgan as vqgan_module
+
+            self._helpers["vqgan"] = vqgan_module.load(self.card.get("vqgan", "shapes-vqgan"), device=device)
+        return self._helpers["vqgan"].to(device)
+
+    def get_clip(self) -> tuple[Any, Any]:
+        """``(clip_model, clip_tokenizer)`` for re-ranking (the shipped "shapes-tiny" unless one was attached)."""
+        if self._helpers["clip"] is None:
+            from . import clip as clip_module
+
+            model, _, tokenizer = clip_module.load("shapes-tiny", device=self.text_pos_embed.device)
+            self._helpers["clip"] = (model, tokenizer)
+        return self._helpers["clip"]
+
+    @torch.no_grad()
+    def sample(self, prompt: str = "", n: int = 8, seed: int = 0, rerank: int | None = None,
+               truncate: bool = False, use_cache: bool = True, **settings: Any) -> SampleResult:
+        """Sample ``n`` images for ``prompt`` (English or Bengali; ``""``: unconditional) -> :class:`SampleResult`.
+
+        ``settings``: any :class:`SampleConfig` field (``guidance_scale=``, ``top_k=``, ...), else the model's
+        ``sample_config``. With ``rerank=k`` the tiny CLIP scores the ``n`` images and the best ``k`` come back,
+        best first (``rerank_by="clip+likelihood"`` adds the model's own likelihood: :func:`rerank_scores`). The same
+        ``seed`` gives the same images (on one device).
+        """
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string; got {type(prompt).__name__}")
+        if n < 1:
+            raise ValueError(f"n must be >= 1; got {n}")
+        if rerank is not None and not 1 <= rerank <= n:
+            raise ValueError(f"rerank must be None or between 1 and n={n}; got {rerank}")
+        if rerank is not None and not prompt.strip():
+            raise ValueError("rerank needs a prompt to score the images against; the empty prompt has none")
+        cfg = SampleConfig.from_dict({**asdict(self.sample_config), **settings})
+        unknown = set(settings) - set(asdict(cfg))
+        if unknown:
+            raise TypeError(f"unknown sampling settings {sorted(unknown)}; use fields of SampleConfig")
+        was_training = self.training
+        self.eval()
+        device = self.text_pos_embed.device
+        text = self.tokenize(prompt, truncate=truncate).to(device)  # (1, Lt)
+        unconditional = not prompt.strip()
+        scale = None if unconditional or cfg.guidance_scale == 1.0 else cfg.guidance_scale
+        generator = torch.Generator().manual_seed(seed)
+        codes = []
+        for start in range(0, n, cfg.batch_size):
+            b = min(cfg.batch_size, n - start)
+            codes.append(self.sample_codes(text.expand(b, -1), scale, cfg.temperature, cfg.top_k, cfg.top_p,
+                                           generator, use_cache))
+        codes_t = torch.cat(codes)  # (n, G, G)
+        vqgan = self.get_vqgan()
+        images = vqgan.decode_indices(codes_t.to(next(vqgan.parameters()).device)).float().clamp(0, 1)  # (n, 3, S, S)
+        scores = None
+        if rerank is not None:
+            scores = self.score_samples(prompt, images, codes_t.to(device), cfg.rerank_by)  # (n,)
+            order = scores.argsort(descending=True)[:rerank]  # (k,)
+            images, codes_t, scores = images[order.to(images.device)], codes_t[order.to(codes_t.device)], scores[order]
+        self.train(was_training)
+        return SampleResult(images.cpu(), codes_t.cpu(), scores)
+
+    @torch.no_grad()
+    def score_samples(self, prompt: str, images: Tensor, codes: Tensor, rerank_by: str = "clip") -> Tensor:
+        """The re-ranking score (:func:`rerank_scores`) of one prompt's samples: images (n, 3, S, S) in [0, 1] and
+        their codes (n, G, G) -> (n,) on the CPU."""
+        if rerank_by not in RERANK_BY:
+            raise ValueError(f"rerank_by must be one of {RERANK_BY}; got {rerank_by!r}")
+        clip_score = log_likelihood = None
+        if "clip" in rerank_by:
+            clip_model, clip_tokenizer = self.get_clip()
+            clip_score = clip_scores(clip_model, clip_tokenizer, images, prompt)  # (n,)
+        if "likelihood" in rerank_by:
+            device = self.text_pos_embed.device
+            text = self.tokenize(prompt, truncate=True).to(device).expand(len(codes), -1)  # (n, Lt)
+            log_likelihood = self.code_log_likelihood(text, codes.to(device)).cpu()  # (n,)
+        return rerank_scores(clip_score, log_likelihood, rerank_by)
+
+    def generate(self, prompt: str = "", n: int = 8, seed: int = 0, rerank: int | None = None,
+                 truncate: bool = False, **settings: Any) -> list[Any]:
+        """``n`` PIL images for ``prompt`` (or the best ``rerank`` of them by CLIP score, best first).
+
+        ``prompt``: English or Bengali (``"a red circle"``, ``"একটি লাল বৃত্ত"``); ``""`` samples unconditionally.
+        A prompt longer than the model's text positions raises :class:`PromptTooLongError` unless ``truncate=True``.
+        ``settings``: :class:`SampleConfig` fields (``guidance_scale=3.0``, ``top_k=32``, ``temperature=0.9``...).
+        """
+        return to_pil(self.sample(prompt, n, seed, rerank, truncate, **settings).images)
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike, dtype: torch.dtype = torch.float16, **card: Any) -> Path:
+        """Safetensors weights (floating tensors stored as ``dtype``: float16 halves the file) + card."""
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self.state_dict().items()}
+        card = {"model": "dalle", "config": self.cfg.to_dict(), "sample_config": asdict(self.sample_config),
+                "tokenizer": "course", "vqgan": "shapes-vqgan", **card}
+        return save_checkpoint(path, sd, card)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike) -> "DALLE":
+        """A model from :meth:`save` (float32, CPU, eval mode)."""
+        sd, card = load_checkpoint(path)
+        if card.get("model") != "dalle":
+            raise ValueError(f"{path} is not a DALL-E checkpoint (its card has model={card.get('model')!r})")
+        model = cls(DALLEConfig.from_dict(card["config"]))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+        model.sample_config = SampleConfig.from_dict(card.get("sample_config", {}))
+        model.card = card
+        return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------------- loading
+
+
+def available_models() -> list[str]:
+    """Names :func:`load` knows without a path."""
+    return ["shapes-dalle"]
+
+
+def load(name_or_path: str | os.PathLike = "shapes-dalle", device: str | torch.device | None = None) -> DALLE:
+    """The shipped ``"shapes-dalle"`` (``data/checkpoints/``, no network) or a checkpoint path -> :class:`DALLE`
+    in eval mode, float32, on ``device`` (default: :func:`mmcore.get_device`). Reading safetensors runs no code."""
+    from . import get_device
+
+    name = str(name_or_path)
+    if name == "shapes-dalle":
+        if not SHAPES_DALLE.is_file():
+            raise FileNotFoundError(f"the course checkpoint {SHAPES_DALLE} does not exist yet: train it with "
+                                    f"`{TRAIN_COMMAND}` (a few minutes on a GPU; see mmcore/train_dalle.py)")
+        path = SHAPES_DALLE
+    elif Path(name).expanduser().is_file():
+        path = Path(name).expanduser()
+    else:
+        raise ValueError(f"unknown DALL-E model {name!r}: use one of {available_models()} or a path to a "
+                         ".safetensors file written by DALLE.save / python -m mmcore.train_dalle")
+    device = torch.device(device) if device is not None else get_device()
+    return DALLE.from_checkpoint(path).to(device=device, dtype=torch.float32).eval()
