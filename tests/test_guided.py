@@ -11,6 +11,8 @@ from mmcore import guided
 from mmcore.guided import (GuidedResult, clamp_latent, codebook_bounds, make_cutouts, parse_prompts, quantize_st,
                            spherical_distance, total_variation)
 
+PLAIN = guided.GuidedConfig.plain()  # classic VQGAN+CLIP: no prior, fast enough for many small tests
+
 # ------------------------------------------------------------------------------------------------ parse_prompts
 
 
@@ -131,7 +133,7 @@ def test_total_variation():
 
 
 def test_generate_result_fields_and_loss_goes_down():
-    r = guided.generate("a red circle", steps=10, seed=0, cutouts=8, frame_every=5)
+    r = guided.generate("a red circle", steps=10, seed=0, cutouts=8, frame_every=5, config=PLAIN)
     assert isinstance(r, GuidedResult)
     assert isinstance(r.image, Image.Image) and r.image.size == (32, 32) and r.image.mode == "RGB"
     assert len(r.frames) == 3 and all(isinstance(f, Image.Image) for f in r.frames)  # steps 0, 5 + the final
@@ -143,24 +145,27 @@ def test_generate_result_fields_and_loss_goes_down():
 
 
 def test_generate_is_deterministic_for_a_seed():
-    a = guided.generate("একটি নীল বর্গ", steps=4, seed=3, cutouts=4)
-    b = guided.generate("একটি নীল বর্গ", steps=4, seed=3, cutouts=4)
-    c = guided.generate("একটি নীল বর্গ", steps=4, seed=4, cutouts=4)
+    a = guided.generate("একটি নীল বর্গ", steps=4, seed=3, cutouts=4, config=PLAIN)
+    b = guided.generate("একটি নীল বর্গ", steps=4, seed=3, cutouts=4, config=PLAIN)
+    c = guided.generate("একটি নীল বর্গ", steps=4, seed=4, cutouts=4, config=PLAIN)
     assert a.losses == b.losses and a.image.tobytes() == b.image.tobytes()
     assert a.losses != c.losses
 
 
 def test_generate_weighted_and_init_image():
     init = Image.new("RGB", (32, 32), (230, 230, 220))
-    r = guided.generate("a green heart:1 | red:-0.5", steps=3, seed=0, cutouts=4, init_image=init)
+    r = guided.generate("a green heart:1 | red:-0.5", steps=3, seed=0, cutouts=4, init_image=init, config=PLAIN)
     assert r.prompts == [("a green heart", 1.0), ("red", -0.5)] and len(r.losses) == 3
     for init_name in guided.INITS:
-        assert guided.generate("a star", steps=1, seed=0, cutouts=2, init=init_name).image.size == (32, 32)
+        r = guided.generate("a star", steps=1, seed=0, cutouts=2, init=init_name, starts=2, prior_samples=4)
+        assert r.image.size == (32, 32) and r.start in (0, 1)
 
 
 @pytest.mark.parametrize("kwargs, match", [(dict(prompt=""), "empty"), (dict(prompt="a:x"), "weight"),
                                            (dict(prompt="a star", steps=-1), "steps"),
-                                           (dict(prompt="a star", init="nope"), "init")])
+                                           (dict(prompt="a star", init="nope"), "init"),
+                                           (dict(prompt="a star", starts=0), "starts"),
+                                           (dict(prompt="a star", starts=8, prior_samples=4), "prior_samples")])
 def test_generate_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         guided.generate(**kwargs)
@@ -176,3 +181,61 @@ def test_render_init_is_a_training_composition_and_reencode_keeps_shape():
     z = torch.randn(1, codebook.shape[1], 8, 8)
     with torch.no_grad():
         assert guided.reencode(vqgan, z, codebook).shape == z.shape
+
+
+# ------------------------------------------------------------------------------------- the prior over codes
+
+
+def test_soft_assignment_rows_are_distributions_around_the_nearest_code():
+    from mmcore.vq import nearest_code
+
+    torch.manual_seed(0)
+    codebook = torch.randn(16, 4)
+    z = torch.randn(2, 4, 3, 3, requires_grad=True)
+    probs = guided.soft_assignment(z, codebook, temperature=0.5)
+    assert probs.shape == (2, 9, 16)
+    assert torch.allclose(probs.sum(-1), torch.ones(2, 9), atol=1e-6)
+    nearest = nearest_code(z.detach().permute(0, 2, 3, 1).reshape(-1, 4), codebook).view(2, 9)
+    assert torch.equal(probs.argmax(-1), nearest)
+    assert guided.soft_assignment(z, codebook, 1e-4).max(-1).values.min() > 0.99  # cold: one-hot
+    probs[..., 0].sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_prior_cross_entropy_of_one_hot_codes_is_the_negative_log_likelihood():
+    from mmcore.dalle import DALLE, DALLEConfig
+
+    torch.manual_seed(0)
+    prior = DALLE(DALLEConfig.tiny()).eval()
+    G, K = prior.cfg.grid_size, prior.cfg.num_codes
+    codes = torch.randint(0, K, (3, G, G))
+    one_hot = torch.nn.functional.one_hot(codes.flatten(1), K).float()  # (3, G*G, K)
+    text = prior.null_text(3)
+    ce = prior.soft_code_cross_entropy(text, one_hot)
+    assert torch.allclose(ce, -prior.code_log_likelihood(text, codes), atol=1e-5)
+    soft = (one_hot * 0.9 + 0.1 / K).requires_grad_(True)
+    prior.soft_code_cross_entropy(text, soft).sum().backward()
+    assert soft.grad.abs().sum() > 0  # differentiable in the code distributions
+
+
+def test_generate_with_the_prior_reports_where_the_image_came_from():
+    r = guided.generate("a blue square", steps=4, seed=1, cutouts=4, starts=2, prior_samples=8, select_every=2,
+                        frame_every=2)
+    assert r.config.uses_prior and r.log_likelihood is not None and math.isfinite(r.log_likelihood)
+    assert r.start in (0, 1) and r.step in (0, 2, 4)
+    assert isinstance(r.init_image, Image.Image) and len(r.frames) == 3
+    again = guided.generate("a blue square", steps=4, seed=1, cutouts=4, starts=2, prior_samples=8, select_every=2,
+                            frame_every=2)
+    assert again.image.tobytes() == r.image.tobytes() and again.losses == r.losses
+
+
+def test_full_method_draws_what_the_judge_recognises():
+    """Real behaviour, as a regression check: the default method on a held-out and a seen composition, with seeds
+    that the benchmark (tests/benchmarks/bench_guided.py, which measures the rate) found faithful."""
+    from mmcore import judge
+
+    referee = judge.load()
+    for prompt, wanted in [("a purple triangle", dict(shape="triangle", color="purple")),
+                           ("a black circle", dict(shape="circle", color="black"))]:
+        r = guided.generate(prompt, seed=0)
+        assert judge.matches(referee.predict([r.image])[0], wanted), prompt
