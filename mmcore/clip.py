@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .transformer import Transformer, init_transformer_
-from .weights import download, load_checkpoint, read_state_dict, save_checkpoint
+from .weights import CHECKPOINT_DIR, download, load_checkpoint, read_state_dict, save_checkpoint
 
 __all__ = [
     "CLIPConfig",
@@ -70,7 +70,7 @@ OPENAI_MODELS: dict[str, str] = {
     "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt",
 }
 
-SHAPES_TINY = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "shapes-tiny.safetensors"
+SHAPES_TINY = CHECKPOINT_DIR / "shapes-tiny.safetensors"
 
 
 # ------------------------------------------------------------------------------------------------------ config

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .transformer import KVCache, Transformer, init_transformer_
-from .weights import load_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
 
 __all__ = [
     "DALLEConfig",
@@ -72,7 +72,6 @@ __all__ = [
     "load",
 ]
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
 SHAPES_DALLE = CHECKPOINT_DIR / "shapes-dalle.safetensors"
 TRAIN_COMMAND = ("python -m mmcore.train_dalle --device cuda --max-minutes 2.5 --final-eval-samples 0 "
                  "--eval-every 1000 --out data/checkpoints/shapes-dalle.safetensors --no-progress")  # the card's command

@@ -58,7 +58,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from .data import COLOR_RGB, COLORS, POSITIONS, SHAPES, SIZES, render
-from .weights import load_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
 
 __all__ = [
     "JudgeConfig",
@@ -91,7 +91,7 @@ ATTRIBUTES: dict[str, list[str]] = {
 }
 
 #: The shipped judge (``load()`` with no argument).
-CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "shapes-judge.safetensors"
+CHECKPOINT = CHECKPOINT_DIR / "shapes-judge.safetensors"
 
 _PALETTE = torch.tensor([COLOR_RGB[c] for c in COLORS], dtype=torch.float32) / 255  # (8, 3), table order
 

@@ -53,7 +53,7 @@ from .clip import CLIP, CLIPConfig, clip_loss
 from .data import LANGS, caption, render, sample_attributes
 from .tokenizer import COURSE_DIR, BPETokenizer
 from .training import (add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads, default_threads,
-                       parameter_groups, progress_bar)
+                       parameter_groups, print_summary, progress_bar)
 from .weights import load_checkpoint
 from .zeroshot import eval_set, evaluate_zero_shot, images_to_tensor, text_to_image_recall
 
@@ -502,10 +502,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     finally:
         if world > 1:
             dist.destroy_process_group()
-    if result.metrics and rank == 0:
-        print("\n".join(f"{k}: {v:.4f}" for k, v in result.metrics.items()))
-    if result.path is not None:
-        print(f"saved {result.path}")
+    print_summary(result.metrics if rank == 0 else None, result.path)
     return result
 
 

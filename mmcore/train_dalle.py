@@ -56,7 +56,7 @@ from . import get_device, quick_mode, set_seed
 from .dalle import DALLE, DALLEConfig, SampleConfig, dalle_loss, pad_after_end
 from .data import COLORS, HELDOUT, LANGS, POSITIONS, SHAPES, SIZES, TRAIN_TEMPLATES, caption, render, sample_attributes
 from .training import (add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads, default_threads,
-                       parameter_groups, progress_bar)
+                       parameter_groups, print_summary, progress_bar)
 
 __all__ = [
     "DALLETrainConfig",
@@ -564,9 +564,7 @@ def main(argv: Sequence[str] | None = None) -> DALLETrainResult:
     cfg = config_from_args(DALLETrainConfig, args)
     result = train_dalle(cfg, command=f"python -m mmcore.train_dalle {shlex.join(argv)}")
     print(f"parameters: {result.model.num_parameters():,}")
-    print("\n".join(f"{k}: {v:.4f}" for k, v in result.metrics.items()))
-    if result.path is not None:
-        print(f"saved {result.path}")
+    print_summary(result.metrics, result.path)
     return result
 
 

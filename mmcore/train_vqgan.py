@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from . import get_device, quick_mode, set_seed
 from .data import ShapesDataset, render, sample_attributes
 from .training import (add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads, default_threads,
-                       progress_bar)
+                       print_summary, progress_bar)
 from .vq import code_histogram, perplexity
 from .vqgan import VQGAN, VQGANConfig
 from .vqgan_losses import generator_loss, hinge_d_loss, psnr
@@ -328,9 +328,7 @@ def main(argv: Sequence[str] | None = None) -> VQGANTrainResult:
     args = vars(_parser().parse_args(argv))
     cfg = config_from_args(VQGANTrainConfig, args)
     result = train_vqgan(cfg, command=f"python -m mmcore.train_vqgan {shlex.join(argv)}")
-    print("\n".join(f"{k}: {v:.4f}" for k, v in result.metrics.items()))
-    if result.path is not None:
-        print(f"saved {result.path}")
+    print_summary(result.metrics, result.path)
     return result
 
 

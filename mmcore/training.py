@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "cosine_schedule", "decays", "parameter_groups", "autocast", "default_threads", "cpu_threads", "progress_bar",
-    "field_comments", "add_config_arguments", "config_from_args",
+    "field_comments", "add_config_arguments", "config_from_args", "print_summary",
 ]
 
 
@@ -114,3 +114,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type,
 def config_from_args(config_cls: type, args: dict[str, Any]) -> Any:
     """The dataclass ``config_cls`` from parsed options (lists of values become tuples)."""
     return config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+
+
+def print_summary(metrics: dict[str, float] | None, path: Any = None) -> None:
+    """What a training command prints at the end: one ``name: value`` line per metric, then where it saved."""
+    if metrics:
+        print("\n".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
+    if path is not None:
+        print(f"saved {path}")

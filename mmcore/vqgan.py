@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .vq import Quantized, VectorQuantizer
-from .weights import load_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
 
 __all__ = [
     "VQGANConfig",
@@ -56,7 +56,6 @@ __all__ = [
     "SHAPES_VQGAN",
 ]
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
 SHAPES_VQGAN = CHECKPOINT_DIR / "shapes-vqgan.safetensors"
 
 

@@ -66,6 +66,9 @@ class ChecksumError(DownloadError):
 # ----------------------------------------------------------------------------------------------- cache + download
 
 
+CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"  # the shipped checkpoints
+
+
 def default_cache_dir() -> Path:
     """``$MMCORE_CACHE``, else ``$XDG_CACHE_HOME/mmcore``, else ``~/.cache/mmcore`` (not created here)."""
     env = os.environ.get("MMCORE_CACHE")
