@@ -45,6 +45,7 @@ __all__ = [
     "eot_positions",
     "zero_shot_classifier",
     "Preprocess",
+    "normalize_pixels",
     "OPENAI_MEAN",
     "OPENAI_STD",
     "OPENAI_MODELS",
@@ -401,6 +402,16 @@ def zero_shot_classifier(
 
 
 # --------------------------------------------------------------------------------------------- preprocessing
+
+
+def normalize_pixels(images: Tensor, size: int) -> Tensor:
+    """A float batch (B, 3, H, W) in [0, 1] -> CLIP's input (B, 3, size, size): bilinear resize (only if needed),
+    then OpenAI's mean and std. The tensor twin of :class:`Preprocess`, for images a model generated."""
+    if images.shape[-1] != size or images.shape[-2] != size:
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    mean = torch.tensor(OPENAI_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - mean) / std
 
 
 class Preprocess:

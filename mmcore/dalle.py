@@ -300,16 +300,11 @@ def clip_scores(clip: Any, tokenizer: Callable[..., Tensor], images: Tensor, pro
 
     The images are resized to CLIP's input size and normalised with OpenAI's mean and std, as
     :mod:`mmcore.guided` does."""
-    from .clip import OPENAI_MEAN, OPENAI_STD
+    from .clip import normalize_pixels
 
     device = next(clip.parameters()).device
-    x = images.to(device=device, dtype=torch.float32)
-    size = clip.cfg.image_size
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)  # (N, 3, size, size)
-    mean = torch.tensor(OPENAI_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_STD, device=device).view(1, 3, 1, 1)
-    image_emb = clip.encode_image((x - mean) / std, normalize=True)  # (N, E)
+    x = normalize_pixels(images.to(device=device, dtype=torch.float32), clip.cfg.image_size)  # (N, 3, size, size)
+    image_emb = clip.encode_image(x, normalize=True)  # (N, E)
     text_emb = clip.encode_text(tokenizer([prompt], truncate=True).to(device), normalize=True)  # (1, E)
     return (image_emb @ text_emb.t())[:, 0].cpu()  # (N,)
 

@@ -66,6 +66,7 @@ __all__ = [
     "combo_index",
     "combo_attributes",
     "caption_table",
+    "rendered_chunks",
     "render_images",
     "build_pool",
     "draw_batch",
@@ -203,7 +204,7 @@ def _render_jobs(n: int, seed: int, split: str, image_size: int,
     return [(stream, s, min(chunk, n - s), image_size, split) for s in range(0, n, chunk)]
 
 
-def _rendered_chunks(n: int, seed: int, split: str, image_size: int, workers: int) -> Iterator[tuple[Tensor, Tensor]]:
+def rendered_chunks(n: int, seed: int, split: str, image_size: int, workers: int) -> Iterator[tuple[Tensor, Tensor]]:
     """Chunks of :func:`render_images`, in order: (uint8 (c, 3, S, S), combo indices (c,)) each."""
     jobs = _render_jobs(n, seed, split, image_size)
     if workers > 1 and len(jobs) > 1:
@@ -225,7 +226,7 @@ def render_images(n: int, seed: int = 0, split: str = "train", image_size: int =
     """``n`` Shapes images of ``split`` -> (uint8 (n, 3, S, S), combo indices (n,)).
 
     Image ``i`` is a pure function of (seed, split, i), whatever ``workers`` is (processes that render chunks)."""
-    parts = list(_rendered_chunks(n, seed, split, image_size, workers))
+    parts = list(rendered_chunks(n, seed, split, image_size, workers))
     if not parts:
         return torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
     return torch.cat([p[0] for p in parts]).contiguous(), torch.cat([p[1] for p in parts])
@@ -248,7 +249,7 @@ def build_pool(vqgan: Any, n: int, seed: int = 0, split: str = "train", batch: i
     vq_device = next(vqgan.parameters()).device
     device = torch.device(device) if device is not None else vq_device
     codes, combos = [], []
-    for images, chunk_combos in _rendered_chunks(n, seed, split, vqgan.cfg.image_size, workers):
+    for images, chunk_combos in rendered_chunks(n, seed, split, vqgan.cfg.image_size, workers):
         for i in range(0, len(images), batch):
             x = images[i : i + batch].to(vq_device).float().div_(255.0)  # (b, 3, S, S) in [0, 1]
             codes.append(vqgan.encode(x).indices.flatten(1).to(torch.uint8).to(device))  # (b, G*G)

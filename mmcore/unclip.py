@@ -1,0 +1,533 @@
+"""DALL-E 2 (unCLIP) at course size: a prior from CLIP's text embedding to its image embedding, and a decoder
+from the image embedding to an image.
+
+DALL-E 2 (Ramesh et al., 2022) turns CLIP around. CLIP maps an image to an embedding; unCLIP learns the way back,
+from an embedding to an image, and so generates in two stages::
+
+    "a red circle" --CLIP text encoder--> text embedding --prior--> image embedding --decoder--> 8 x 8 codes --VQGAN--> pixels
+
+* **Why a prior?** CLIP's text and image embeddings of the same thing are *close*, not equal: the two towers put
+  them in different regions of the sphere (the "modality gap"), and one caption fits many images (any size, any
+  position). The decoder is trained on *image* embeddings only, so the prior's job is to turn a caption into a
+  plausible image embedding, one sample per possible image. Lesson 06 measures what happens without it.
+* **The prior** (:class:`DiffusionPrior`) is a *diffusion* model over the 128 numbers of an embedding: a residual
+  MLP that, given a noisy image embedding, the time and the text embedding, predicts the clean image embedding (as
+  DALL-E 2's prior predicts it directly). Why diffusion and not autoregressive: the embedding is a continuous
+  vector; an autoregressive prior would first have to quantise it into tokens (DALL-E 2 tried both and found the
+  diffusion prior as good and cheaper), and here a diffusion MLP trains on a laptop CPU in minutes.
+* **The decoder** (:class:`CodeDecoder`) is a diffusion model over the VQGAN's latent grid: the 64 code vectors
+  (8 x 8 x 32 numbers) of an image, noised. A small bidirectional transformer sees the noisy grid, the time and the
+  CLIP image embedding (as an extra token) and predicts, for every cell, a distribution over the 256 codes: its
+  guess of the clean grid is the expected code vector. Predicting codes with a cross-entropy makes the small model
+  learn fast, and the last step simply takes the most likely code of each cell, which the VQGAN decodes
+  (the idea of diffusion on embedded categorical data, Dieleman et al., 2022).
+* **Classifier-free guidance** in both stages: the condition is replaced by a learned *null* vector in 10% of
+  training steps, and sampling pushes away from the unconditional prediction (:func:`mmcore.dalle.classifier_free_guidance`).
+* **DDIM sampling** (:func:`mmcore.diffusion.ddim_step`) with a few dozen steps.
+
+What it gives besides text -> image: **variations** of an image (encode it with CLIP, decode several times with
+different noise) and **interpolation** between two images (decode points on the great circle between their
+embeddings, :func:`slerp`, with the same noise).
+
+Use the shipped model with ``mmcore.unclip.load("shapes-unclip").generate("একটি লাল বৃত্ত", n=8)``; train one with
+``python -m mmcore.train_unclip`` (:mod:`mmcore.train_unclip`).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .dalle import PromptTooLongError, classifier_free_guidance, to_pil
+from .diffusion import ddim_step, time_grid, timestep_embedding
+from .transformer import Transformer, init_transformer_
+from .weights import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+
+__all__ = [
+    "PriorConfig",
+    "DecoderConfig",
+    "UnCLIPSampleConfig",
+    "UnCLIPResult",
+    "DiffusionPrior",
+    "CodeDecoder",
+    "UnCLIP",
+    "slerp",
+    "available_models",
+    "load",
+]
+
+SHAPES_UNCLIP = CHECKPOINT_DIR / "shapes-unclip.safetensors"
+TRAIN_COMMAND = ("python -m mmcore.train_unclip --max-minutes 40 --threads 2 "
+                 "--out data/checkpoints/shapes-unclip.safetensors")  # the card's command (a 2-core CPU run)
+
+
+# ------------------------------------------------------------------------------------------------------ configs
+
+
+def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class PriorConfig:
+    embed_dim: int = 128  # CLIP's embedding size (the tiny CLIP: 128)
+    width: int = 384  # hidden size of the residual MLP
+    depth: int = 3  # residual blocks
+    mlp_ratio: float = 2.0  # hidden expansion inside a block
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PriorConfig":
+        return _from_dict(cls, d)
+
+
+@dataclass
+class DecoderConfig:
+    embed_dim: int = 128  # CLIP's embedding size (the condition)
+    num_codes: int = 256  # the VQGAN's codebook size
+    code_dim: int = 32  # the VQGAN's code vector size
+    grid_size: int = 8  # codes per side (8 x 8 for 32 px images)
+    width: int = 128  # transformer width
+    layers: int = 4  # transformer blocks
+    heads: int = 4  # attention heads
+    latent_scale: float = 1.0  # code vectors are divided by this so that they have about unit variance
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DecoderConfig":
+        return _from_dict(cls, d)
+
+
+@dataclass
+class UnCLIPSampleConfig:
+    prior_steps: int = 25  # DDIM steps of the prior
+    decoder_steps: int = 25  # DDIM steps of the decoder
+    prior_guidance: float = 2.0  # classifier-free guidance scale of the prior (1: none)
+    decoder_guidance: float = 3.0  # classifier-free guidance scale of the decoder (1: none)
+    prior_candidates: int = 2  # prior samples per image; the one closest to the caption is kept (as DALL-E 2)
+    eta: float = 0.0  # DDIM noise: 0 deterministic given the start noise, 1 like DDPM
+    batch_size: int = 64  # images decoded at once
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "UnCLIPSampleConfig":
+        return _from_dict(cls, d)
+
+
+class UnCLIPResult(NamedTuple):
+    images: Tensor  # (n, 3, S, S) in [0, 1]
+    codes: Tensor  # (n, G, G)
+    embeddings: Tensor  # (n, E) the unit image embeddings that were decoded
+
+
+# ------------------------------------------------------------------------------------------------- pure maths
+
+
+def slerp(a: Tensor, b: Tensor, w: Tensor | float) -> Tensor:
+    """Spherical interpolation between unit vectors ``a`` and ``b`` (..., E): ``w=0`` gives a, ``w=1`` b, and
+    every point in between is a unit vector on the great circle through them (a straight line would cut
+    inside the sphere, where no CLIP embedding lives). ``w``: a number, or a tensor that broadcasts against
+    (..., 1), e.g. (steps, 1) for a batch of steps."""
+    w = torch.as_tensor(w, dtype=a.dtype, device=a.device)
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    cos = (a * b).sum(-1, keepdim=True).clamp(-1.0, 1.0)  # (..., 1)
+    omega = torch.acos(cos)  # (..., 1) the angle between them
+    so = torch.sin(omega)
+    out = torch.where(so > 1e-6, (torch.sin((1 - w) * omega) * a + torch.sin(w * omega) * b) / so.clamp(min=1e-6),
+                      (1 - w) * a + w * b)  # nearly equal vectors: the straight line is the arc
+    return F.normalize(out, dim=-1)
+
+
+def _guided(net: nn.Module, x: Tensor, t: Tensor, cond: Tensor, scale: float) -> Tensor:
+    """``net(x, t, cond)`` with classifier-free guidance: one batch with the condition, one without (null)."""
+    if scale == 1.0:
+        return net(x, t, cond)
+    B = x.shape[0]
+    out = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, cond]), drop=torch.arange(2 * B) >= B)
+    cond_out, uncond_out = out.float().chunk(2)
+    return classifier_free_guidance(cond_out, uncond_out, scale)
+
+
+# --------------------------------------------------------------------------------------------------- the prior
+
+
+class _ResidualMLP(nn.Module):
+    def __init__(self, width: int, ratio: float):
+        super().__init__()
+        hidden = int(width * ratio)
+        self.norm = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+
+class DiffusionPrior(nn.Module):
+    """Text embedding -> image embedding, by diffusion over the embedding's ``embed_dim`` numbers.
+
+    ``forward(x_t, t, text)`` predicts the clean image embedding (scaled by sqrt(E), see :meth:`scale`) from a
+    noisy one ``x_t`` (B, E) at times ``t`` (B,) given unit text embeddings ``text`` (B, E). ``drop`` (B,) bool
+    replaces the text by the learned null embedding (classifier-free guidance)."""
+
+    def __init__(self, cfg: PriorConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or PriorConfig()
+        E, W = cfg.embed_dim, cfg.width
+        self.inp = nn.Linear(3 * E, W)
+        self.blocks = nn.ModuleList([_ResidualMLP(W, cfg.mlp_ratio) for _ in range(cfg.depth)])
+        self.time = nn.Sequential(nn.Linear(E, W), nn.GELU(), nn.Linear(W, W))
+        self.norm = nn.LayerNorm(W)
+        self.out = nn.Linear(W, E)
+        self.null_text = nn.Parameter(torch.zeros(E))
+
+    @property
+    def scale(self) -> float:
+        """Unit embeddings are multiplied by sqrt(E) for diffusion, so that each number has about unit variance."""
+        return math.sqrt(self.cfg.embed_dim)
+
+    def forward(self, x_t: Tensor, t: Tensor, text: Tensor, drop: Tensor | None = None) -> Tensor:
+        text = text * self.scale  # (B, E)
+        if drop is not None:
+            text = torch.where(drop.to(text.device)[:, None], self.null_text.expand_as(text), text)
+        time = timestep_embedding(t, self.cfg.embed_dim)  # (B, E)
+        h = self.inp(torch.cat([x_t, text, time], dim=-1)) + self.time(time)  # (B, W)
+        for block in self.blocks:
+            h = block(h)
+        return self.out(self.norm(h))  # (B, E)
+
+    def loss(self, image: Tensor, text: Tensor, drop_prob: float = 0.1,
+             generator: torch.Generator | None = None) -> Tensor:
+        """Mean squared error of the predicted clean embedding, for unit image and text embeddings (B, E)."""
+        from .diffusion import add_noise
+
+        B, device = image.shape[0], image.device
+        x0 = image * self.scale
+        t = torch.rand(B, device=device, generator=generator)
+        noise = torch.randn(x0.shape, device=device, generator=generator)
+        drop = torch.rand(B, device=device, generator=generator) < drop_prob
+        return F.mse_loss(self(add_noise(x0, t, noise), t, text, drop), x0)
+
+    @torch.no_grad()
+    def sample(self, text: Tensor, steps: int = 25, guidance_scale: float = 2.0, eta: float = 0.0,
+               generator: torch.Generator | None = None) -> Tensor:
+        """Unit text embeddings (B, E) -> one unit image embedding each (B, E). ``generator``: a CPU generator."""
+        B, device = text.shape[0], text.device
+        x = torch.randn(B, self.cfg.embed_dim, generator=generator).to(device)  # (B, E) pure noise at t = 1
+        grid = time_grid(steps, device)
+        for t, t_next in zip(grid[:-1], grid[1:]):
+            tt = t.expand(B)
+            x0 = _guided(self, x, tt, text, guidance_scale)  # (B, E)
+            noise = torch.randn(x.shape, generator=generator).to(device) if eta > 0 else None
+            x = ddim_step(x, x0, tt, t_next.expand(B), eta, noise)
+        return F.normalize(x, dim=-1)
+
+
+# ------------------------------------------------------------------------------------------------- the decoder
+
+
+class CodeDecoder(nn.Module):
+    """CLIP image embedding -> VQGAN codes, by diffusion over the grid of code vectors.
+
+    ``forward(z_t, t, image)``: noisy code vectors (B, G*G, D) (divided by ``latent_scale``) at times ``t`` (B,),
+    unit CLIP image embeddings (B, E) -> logits over the codebook for every cell (B, G*G, K). ``drop`` (B,) bool
+    replaces the embedding by the learned null one. The codebook (K, D) is a buffer copied from the VQGAN."""
+
+    def __init__(self, cfg: DecoderConfig | None = None, codebook: Tensor | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or DecoderConfig()
+        W, N = cfg.width, cfg.grid_size**2
+        self.register_buffer("codebook", codebook.detach().clone().float() if codebook is not None
+                             else torch.zeros(cfg.num_codes, cfg.code_dim))  # (K, D)
+        self.inp = nn.Linear(cfg.code_dim, W)
+        self.pos_embed = nn.Parameter(torch.zeros(N, W))
+        self.cond = nn.Linear(cfg.embed_dim, W)
+        self.null_image = nn.Parameter(torch.zeros(W))
+        self.time = nn.Sequential(nn.Linear(W, W), nn.GELU(), nn.Linear(W, W))
+        self.transformer = Transformer(W, cfg.layers, cfg.heads, activation="gelu")
+        self.norm = nn.LayerNorm(W)
+        self.head = nn.Linear(W, cfg.num_codes)
+        nn.init.normal_(self.pos_embed, std=0.02)
+        init_transformer_(self.transformer)
+
+    def latents(self, codes: Tensor) -> Tensor:
+        """Code indices (B, ...) -> scaled code vectors (B, G*G, D): the clean sample ``x0`` of the diffusion."""
+        return self.codebook[codes.flatten(1)] / self.cfg.latent_scale
+
+    def forward(self, z_t: Tensor, t: Tensor, image: Tensor, drop: Tensor | None = None) -> Tensor:
+        cond = self.cond(image * math.sqrt(self.cfg.embed_dim))  # (B, W)
+        if drop is not None:
+            cond = torch.where(drop.to(cond.device)[:, None], self.null_image.expand_as(cond), cond)
+        time = self.time(timestep_embedding(t, self.cfg.width))  # (B, W)
+        x = self.inp(z_t) + self.pos_embed + (time + cond)[:, None, :]  # (B, N, W)
+        x = torch.cat([(cond + time)[:, None, :], x], dim=1)  # (B, 1 + N, W): the condition as a token too
+        h = self.transformer(x)[:, 1:]  # (B, N, W), bidirectional attention
+        return self.head(self.norm(h))  # (B, N, K)
+
+    def expected_latents(self, logits: Tensor) -> Tensor:
+        """Logits (B, N, K) -> the guess of the clean grid: the probability-weighted code vector (B, N, D)."""
+        return logits.float().softmax(-1) @ (self.codebook / self.cfg.latent_scale)
+
+    def loss(self, codes: Tensor, image: Tensor, drop_prob: float = 0.1,
+             generator: torch.Generator | None = None) -> Tensor:
+        """Cross-entropy of the true codes (B, G, G) from their noised vectors, given image embeddings (B, E)."""
+        from .diffusion import add_noise
+
+        B, device = codes.shape[0], codes.device
+        x0 = self.latents(codes)  # (B, N, D)
+        t = torch.rand(B, device=device, generator=generator)
+        noise = torch.randn(x0.shape, device=device, generator=generator)
+        drop = torch.rand(B, device=device, generator=generator) < drop_prob
+        logits = self(add_noise(x0, t, noise), t, image, drop)  # (B, N, K)
+        return F.cross_entropy(logits.flatten(0, 1).float(), codes.flatten())
+
+    @torch.no_grad()
+    def sample_codes(self, image: Tensor, steps: int = 25, guidance_scale: float = 3.0, eta: float = 0.0,
+                     generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+        """Unit image embeddings (B, E) -> codes (B, G, G). ``noise`` (B, G*G, D): the start at t = 1 (default:
+        drawn from ``generator``, a CPU generator); the same noise and ``eta=0`` give the same codes."""
+        B, device = image.shape[0], image.device
+        G, D = self.cfg.grid_size, self.cfg.code_dim
+        z = noise.to(device) if noise is not None else torch.randn(B, G * G, D, generator=generator).to(device)
+        grid = time_grid(steps, device)
+        logits = None
+        for t, t_next in zip(grid[:-1], grid[1:]):
+            tt = t.expand(B)
+            logits = _guided(self, z, tt, image, guidance_scale)  # (B, N, K)
+            fresh = torch.randn(z.shape, generator=generator).to(device) if eta > 0 else None
+            z = ddim_step(z, self.expected_latents(logits), tt, t_next.expand(B), eta, fresh)
+        return logits.argmax(-1).view(B, G, G)
+
+
+# -------------------------------------------------------------------------------------------------- the model
+
+
+class UnCLIP(nn.Module):
+    """Prior + decoder, with the CLIP that defines the embeddings and the VQGAN that draws the codes.
+
+    ``generate(prompt)`` goes text -> image; ``variations(image)`` image -> similar images; ``interpolate(a, b)``
+    walks between two images. The CLIP ("shapes-tiny") and VQGAN ("shapes-vqgan") are loaded on first use unless
+    attached (:meth:`attach`); they are not part of this model's weights."""
+
+    def __init__(self, prior: DiffusionPrior | None = None, decoder: CodeDecoder | None = None):
+        super().__init__()
+        self.prior = prior or DiffusionPrior()
+        self.decoder = decoder or CodeDecoder()
+        self.sample_config = UnCLIPSampleConfig()
+        self.card: dict[str, Any] = {}
+        self._helpers: dict[str, Any] = {"clip": None, "vqgan": None}
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.pos_embed.device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def attach(self, clip: tuple[Any, Any] | None = None, vqgan: Any = None) -> "UnCLIP":
+        """Use ``clip = (clip_model, clip_tokenizer)`` and ``vqgan`` instead of the shipped ones. Returns the model."""
+        if clip is not None:
+            self._helpers["clip"] = clip
+        if vqgan is not None:
+            self._helpers["vqgan"] = vqgan
+        return self
+
+    def get_clip(self) -> tuple[Any, Any]:
+        """``(clip_model, clip_tokenizer)`` whose embeddings this model was trained on (default "shapes-tiny")."""
+        if self._helpers["clip"] is None:
+            from . import clip as clip_module
+
+            model, _, tokenizer = clip_module.load(self.card.get("clip", "shapes-tiny"), device=self.device)
+            self._helpers["clip"] = (model, tokenizer)
+        model, tokenizer = self._helpers["clip"]
+        return model.to(self.device), tokenizer
+
+    def get_vqgan(self) -> Any:
+        """The VQGAN that decodes the codes (default "shapes-vqgan"), on the model's device."""
+        if self._helpers["vqgan"] is None:
+            from . import vqgan as vqgan_module
+
+            self._helpers["vqgan"] = vqgan_module.load(self.card.get("vqgan", "shapes-vqgan"), device=self.device)
+        return self._helpers["vqgan"].to(self.device)
+
+    # -- embeddings ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def text_embeddings(self, prompts: str | Sequence[str]) -> Tensor:
+        """Prompts (English or Bengali) -> unit CLIP text embeddings (B, E)."""
+        from .tokenizer import ContextLengthError
+
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        for p in prompts:
+            if not isinstance(p, str):
+                raise TypeError(f"prompts must be strings; got {type(p).__name__}")
+            if not p.strip():
+                raise ValueError("the prompt is empty: unCLIP needs a caption to embed (try 'a red circle')")
+        clip, tokenizer = self.get_clip()
+        try:
+            tokens = tokenizer(prompts)
+        except ContextLengthError as e:
+            raise PromptTooLongError(f"prompt {e.text!r} has {e.n_tokens - 2} tokens, but CLIP reads at most "
+                                     f"{e.context_length - 2}; shorten it (e.g. 'a red circle at the top')") from None
+        return clip.encode_text(tokens.to(self.device), normalize=True)
+
+    @torch.no_grad()
+    def image_embeddings(self, images: Any) -> Tensor:
+        """PIL images (one or a list) or a float batch (B, 3, S, S) in [0, 1] -> unit CLIP image embeddings (B, E)."""
+        from .clip import Preprocess, normalize_pixels
+
+        clip, _ = self.get_clip()
+        size = clip.cfg.image_size
+        if isinstance(images, Tensor):
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"expected images (B, 3, H, W) in [0, 1]; got a tensor of shape {tuple(images.shape)}")
+            x = normalize_pixels(images.to(self.device).float(), size)  # (B, 3, S, S)
+        else:
+            images = list(images) if isinstance(images, (list, tuple)) else [images]
+            if not images:
+                raise ValueError("no images given")
+            preprocess = Preprocess(size)
+            x = torch.stack([preprocess(im.convert("RGB")) for im in images]).to(self.device)  # (B, 3, S, S)
+        return clip.encode_image(x, normalize=True)
+
+    # -- sampling ------------------------------------------------------------------------------------------------
+
+    def _settings(self, settings: dict[str, Any]) -> UnCLIPSampleConfig:
+        unknown = set(settings) - {f.name for f in fields(UnCLIPSampleConfig)}
+        if unknown:
+            raise TypeError(f"unknown sampling settings {sorted(unknown)}; use fields of UnCLIPSampleConfig")
+        return UnCLIPSampleConfig.from_dict({**asdict(self.sample_config), **settings})
+
+    @torch.no_grad()
+    def prior_embeddings(self, text: Tensor, n: int = 1, seed: int = 0, **settings: Any) -> Tensor:
+        """Unit text embeddings (B, E) -> ``n`` prior samples each (B, n, E); of ``prior_candidates`` samples
+        per image, the one with the highest cosine to its text is kept (DALL-E 2's trick)."""
+        cfg = self._settings(settings)
+        generator = torch.Generator().manual_seed(seed)
+        c = max(1, cfg.prior_candidates)
+        text_rep = text.repeat_interleave(n * c, dim=0)  # (B * n * c, E)
+        emb = self.prior.sample(text_rep, cfg.prior_steps, cfg.prior_guidance, cfg.eta, generator)
+        emb = emb.view(text.shape[0], n, c, -1)  # (B, n, c, E)
+        best = (emb * text[:, None, None, :]).sum(-1).argmax(-1)  # (B, n)
+        return torch.gather(emb, 2, best[..., None, None].expand(-1, -1, 1, emb.shape[-1]))[:, :, 0]  # (B, n, E)
+
+    @torch.no_grad()
+    def decode(self, embeddings: Tensor, seed: int = 0, noise: Tensor | None = None, **settings: Any) -> UnCLIPResult:
+        """Unit image embeddings (B, E) -> images: decoder codes, then the VQGAN. ``noise`` (B, G*G, D) fixes the
+        decoder's start (the same for every image gives comparable images, as :meth:`interpolate` needs)."""
+        cfg = self._settings(settings)
+        generator = torch.Generator().manual_seed(seed)
+        embeddings = F.normalize(embeddings.to(self.device).float(), dim=-1)
+        codes = []
+        for i in range(0, len(embeddings), cfg.batch_size):
+            part = embeddings[i : i + cfg.batch_size]
+            start = None if noise is None else noise[i : i + cfg.batch_size]
+            codes.append(self.decoder.sample_codes(part, cfg.decoder_steps, cfg.decoder_guidance, cfg.eta, generator,
+                                                   start))
+        codes_t = torch.cat(codes)  # (B, G, G)
+        images = self.get_vqgan().decode_indices(codes_t).float().clamp(0, 1)  # (B, 3, S, S)
+        return UnCLIPResult(images.cpu(), codes_t.cpu(), embeddings.cpu())
+
+    @torch.no_grad()
+    def sample(self, prompt: str, n: int = 8, seed: int = 0, use_prior: bool = True, **settings: Any) -> UnCLIPResult:
+        """``n`` images for ``prompt``: text embedding -> prior -> decoder -> VQGAN.
+
+        ``use_prior=False`` hands the *text* embedding straight to the decoder (the ablation of lesson 06: the
+        decoder never saw text embeddings in training). ``settings``: :class:`UnCLIPSampleConfig` fields."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string; got {type(prompt).__name__}")
+        if n < 1:
+            raise ValueError(f"n must be >= 1; got {n}")
+        was_training = self.training
+        self.eval()
+        text = self.text_embeddings(prompt)  # (1, E)
+        if use_prior:
+            emb = self.prior_embeddings(text, n, seed, **settings)[0]  # (n, E)
+        else:
+            emb = text.expand(n, -1)  # (n, E)
+        result = self.decode(emb, seed + 1, **settings)
+        self.train(was_training)
+        return result
+
+    def generate(self, prompt: str, n: int = 8, seed: int = 0, **settings: Any) -> list[Any]:
+        """``n`` PIL images for ``prompt`` (English or Bengali). The same seed gives the same images."""
+        return to_pil(self.sample(prompt, n, seed, **settings).images)
+
+    def variations(self, image: Any, n: int = 8, seed: int = 0, **settings: Any) -> list[Any]:
+        """``n`` PIL images that share what CLIP sees in ``image`` (a PIL image or a (3, S, S) tensor in [0, 1])."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1; got {n}")
+        if isinstance(image, Tensor) and image.ndim == 3:
+            image = image[None]
+        emb = self.image_embeddings(image)  # (1, E)
+        return to_pil(self.decode(emb.expand(n, -1), seed, **settings).images)
+
+    def interpolate(self, a: Any, b: Any, steps: int = 6, seed: int = 0, **settings: Any) -> list[Any]:
+        """``steps`` PIL images on the way from image ``a`` to image ``b``: their CLIP embeddings are slerped
+        (:func:`slerp`) and decoded from the same start noise, so that only the embedding changes."""
+        if steps < 2:
+            raise ValueError(f"steps must be >= 2; got {steps}")
+        ea, eb = self.image_embeddings(a), self.image_embeddings(b)  # (1, E) each
+        w = torch.linspace(0, 1, steps, device=ea.device)[:, None]  # (steps, 1)
+        emb = slerp(ea.expand(steps, -1), eb.expand(steps, -1), w)  # (steps, E)
+        G, D = self.decoder.cfg.grid_size, self.decoder.cfg.code_dim
+        noise = torch.randn(1, G * G, D, generator=torch.Generator().manual_seed(seed)).expand(steps, -1, -1)
+        return to_pil(self.decode(emb, seed, noise=noise, **settings).images)
+
+    # -- checkpoints ---------------------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike, dtype: torch.dtype = torch.float16, **card: Any) -> Path:
+        """Safetensors weights (floating tensors as ``dtype``) + card."""
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self.state_dict().items()}
+        card = {"model": "unclip", "prior_config": self.prior.cfg.to_dict(), "decoder_config": self.decoder.cfg.to_dict(),
+                "sample_config": asdict(self.sample_config), "clip": "shapes-tiny", "vqgan": "shapes-vqgan", **card}
+        return save_checkpoint(path, sd, card)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike) -> "UnCLIP":
+        """A model from :meth:`save` (float32, CPU, eval mode)."""
+        sd, card = load_checkpoint(path)
+        if card.get("model") != "unclip":
+            raise ValueError(f"{path} is not an unCLIP checkpoint (its card has model={card.get('model')!r})")
+        model = cls(DiffusionPrior(PriorConfig.from_dict(card["prior_config"])),
+                    CodeDecoder(DecoderConfig.from_dict(card["decoder_config"])))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+        model.sample_config = UnCLIPSampleConfig.from_dict(card.get("sample_config", {}))
+        model.card = card
+        return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------------- loading
+
+
+def available_models() -> list[str]:
+    """Names :func:`load` knows without a path."""
+    return ["shapes-unclip"]
+
+
+def load(name_or_path: str | os.PathLike = "shapes-unclip", device: str | torch.device | None = None) -> UnCLIP:
+    """The shipped ``"shapes-unclip"`` (``data/checkpoints/``, no network) or a checkpoint path -> :class:`UnCLIP`
+    in eval mode, float32, on ``device`` (default: :func:`mmcore.get_device`). Reading safetensors runs no code."""
+    from . import get_device
+
+    name = str(name_or_path)
+    if name == "shapes-unclip":
+        if not SHAPES_UNCLIP.is_file():
+            raise FileNotFoundError(f"the course checkpoint {SHAPES_UNCLIP} does not exist yet: train it with "
+                                    f"`make checkpoints` ({TRAIN_COMMAND})")
+        path = SHAPES_UNCLIP
+    else:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"no unCLIP checkpoint at {path}; known names: {available_models()}")
+    return UnCLIP.from_checkpoint(path).to(device or get_device())

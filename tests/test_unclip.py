@@ -1,0 +1,332 @@
+"""Tests of mmcore.diffusion (schedule, noising, DDIM), mmcore.unclip (prior, decoder, the two-stage model,
+variations, interpolation, checkpoints) and mmcore.train_unclip (pool, caption embeddings, a few training steps,
+the command line).
+
+Everything runs on the CPU with tiny random models (a random VQGAN and CLIP too), except the floor test of the
+shipped ``shapes-unclip``, which is skipped until that checkpoint exists.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mmcore.unclip
+import mmcore.vqgan
+from mmcore.clip import CLIP, CLIPConfig, Preprocess, normalize_pixels
+from mmcore.dalle import PromptTooLongError
+from mmcore.diffusion import add_noise, alpha_bar, ddim_step, predicted_noise, time_grid, timestep_embedding
+from mmcore.tokenizer import BPETokenizer
+from mmcore.train_unclip import (NUM_COMBOS, UnCLIPTrainConfig, build_embedding_pool, draw_prior_batch,
+                                 evaluate_decoder, main, text_embedding_table, train_unclip)
+from mmcore.unclip import (CodeDecoder, DecoderConfig, DiffusionPrior, PriorConfig, UnCLIP, UnCLIPSampleConfig,
+                           slerp)
+from mmcore.vqgan import VQGAN, VQGANConfig
+
+torch.set_num_threads(1)
+
+# floors of the shipped checkpoint (judge fidelity, text -> image through the prior): see data/checkpoints/shapes-unclip.md
+SEEN_FLOOR = 0.7
+VARIATION_FLOOR = 0.7
+
+
+@pytest.fixture(autouse=True)
+def _normal_mode(monkeypatch):
+    monkeypatch.delenv("MMCORE_QUICK", raising=False)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> BPETokenizer:
+    return BPETokenizer.course()
+
+
+@pytest.fixture(scope="module")
+def vqgan() -> VQGAN:
+    torch.manual_seed(0)
+    return VQGAN(VQGANConfig.tiny()).eval()
+
+
+@pytest.fixture(scope="module")
+def clip(tokenizer) -> CLIP:
+    torch.manual_seed(1)
+    return CLIP(CLIPConfig.tiny(vocab_size=tokenizer.vocab_size, eot_token=tokenizer.eot_token, text_layers=1,
+                                vision_layers=1, embed_dim=32)).eval()
+
+
+@pytest.fixture(scope="module")
+def model(clip, tokenizer, vqgan) -> UnCLIP:
+    torch.manual_seed(2)
+    prior = DiffusionPrior(PriorConfig(embed_dim=32, width=48, depth=1))
+    decoder = CodeDecoder(DecoderConfig(embed_dim=32, num_codes=vqgan.cfg.num_codes, code_dim=vqgan.cfg.code_dim,
+                                        width=32, layers=1, heads=2), vqgan.quantizer.codebook)
+    m = UnCLIP(prior, decoder).eval()
+    m.sample_config = UnCLIPSampleConfig(prior_steps=4, decoder_steps=4)
+    return m.attach(clip=(clip, tokenizer), vqgan=vqgan)
+
+
+# ------------------------------------------------------------------------------------------------ diffusion
+
+
+def test_schedule_goes_from_clean_to_noise():
+    t = torch.linspace(0, 1, 11)
+    a = alpha_bar(t)
+    assert a[0] > 0.9999 and a[-1] < 1e-3
+    assert torch.all(a[1:] < a[:-1])  # strictly less signal as time goes on
+    g = time_grid(5)
+    assert g.tolist() == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
+    with pytest.raises(ValueError, match="steps"):
+        time_grid(0)
+
+
+def test_noise_round_trip_and_exact_ddim_path():
+    """Given the true x0, a deterministic DDIM step lands exactly on the noised sample at the next time."""
+    torch.manual_seed(0)
+    x0, noise = torch.randn(4, 3, 5), torch.randn(4, 3, 5)
+    t, t_next = torch.full((4,), 0.7), torch.full((4,), 0.3)
+    x_t = add_noise(x0, t, noise)
+    assert torch.allclose(predicted_noise(x_t, x0, t), noise, atol=1e-5)
+    assert torch.allclose(ddim_step(x_t, x0, t, t_next), add_noise(x0, t_next, noise), atol=1e-5)
+    assert torch.equal(ddim_step(x_t, x0, t, torch.zeros(4)), x0)  # the last step returns the guess
+    # eta = 1 adds fresh noise of the right size: the variance matches DDPM's posterior
+    fresh = torch.randn(4, 3, 5)
+    stochastic = ddim_step(x_t, x0, t, t_next, eta=1.0, noise=fresh)
+    assert not torch.allclose(stochastic, add_noise(x0, t_next, noise))
+    with pytest.raises(ValueError, match="noise"):
+        ddim_step(x_t, x0, t, t_next, eta=0.5)
+
+
+def test_timestep_embedding():
+    e = timestep_embedding(torch.tensor([0.0, 0.5, 1.0]), 9)
+    assert e.shape == (3, 9) and torch.all(e[:, -1] == 0)  # odd sizes are padded
+    assert not torch.allclose(e[0], e[1])
+
+
+def test_slerp_stays_on_the_sphere():
+    torch.manual_seed(0)
+    a, b = F.normalize(torch.randn(3, 8), dim=-1), F.normalize(torch.randn(3, 8), dim=-1)
+    assert torch.allclose(slerp(a, b, 0.0), a, atol=1e-6) and torch.allclose(slerp(a, b, 1.0), b, atol=1e-5)
+    mid = slerp(a, b, 0.5)
+    assert torch.allclose(mid.norm(dim=-1), torch.ones(3), atol=1e-6)
+    assert torch.allclose((mid * a).sum(-1), (mid * b).sum(-1), atol=1e-5)  # equal angles to both ends
+    steps = slerp(a[:1].expand(5, -1), b[:1].expand(5, -1), torch.linspace(0, 1, 5)[:, None])
+    cos_to_a = (steps * a[:1]).sum(-1)
+    assert torch.all(cos_to_a[1:] < cos_to_a[:-1])  # walks steadily away from a
+    assert torch.allclose(slerp(a, a, 0.3), a, atol=1e-6)  # equal ends: no division by zero
+
+
+# ------------------------------------------------------------------------------------------- prior and decoder
+
+
+def test_prior_shapes_guidance_and_determinism():
+    torch.manual_seed(0)
+    prior = DiffusionPrior(PriorConfig(embed_dim=16, width=32, depth=1)).eval()
+    text = F.normalize(torch.randn(3, 16), dim=-1)
+    x, t = torch.randn(3, 16), torch.rand(3)
+    assert prior(x, t, text).shape == (3, 16)
+    dropped = prior(x, t, text, drop=torch.tensor([True, True, True]))
+    assert torch.allclose(dropped, prior(x, t, torch.zeros(3, 16), drop=torch.tensor([True] * 3)))  # text unused
+    a = prior.sample(text, steps=3, generator=torch.Generator().manual_seed(0))
+    b = prior.sample(text, steps=3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and torch.allclose(a.norm(dim=-1), torch.ones(3), atol=1e-5)
+    plain = prior.sample(text, steps=3, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(a, plain)
+
+
+def test_prior_learns_a_fixed_mapping():
+    """A few hundred steps on 4 (text, image) pairs: the prior's samples land near the right image embeddings."""
+    torch.manual_seed(0)
+    prior = DiffusionPrior(PriorConfig(embed_dim=16, width=64, depth=2))
+    text, image = F.normalize(torch.randn(4, 16), dim=-1), F.normalize(torch.randn(4, 16), dim=-1)
+    optimizer = torch.optim.Adam(prior.parameters(), lr=3e-3)
+    first = None
+    for _ in range(300):
+        loss = prior.loss(image.repeat(16, 1), text.repeat(16, 1), drop_prob=0.1)
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.3 * first
+    samples = prior.eval().sample(text, steps=20, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
+    cos = samples @ image.t()  # (4, 4)
+    assert torch.equal(cos.argmax(dim=1), torch.arange(4)) and cos.diagonal().min() > 0.8
+
+
+def test_decoder_shapes_and_expected_latents(model):
+    dec = model.decoder
+    codes = torch.randint(dec.cfg.num_codes, (2, 8, 8))
+    x0 = dec.latents(codes)
+    assert x0.shape == (2, 64, dec.cfg.code_dim)
+    one_hot = F.one_hot(codes.flatten(1), dec.cfg.num_codes).float() * 1e4  # certain logits
+    assert torch.allclose(dec.expected_latents(one_hot), x0, atol=1e-5)
+    logits = dec(x0, torch.rand(2), F.normalize(torch.randn(2, 32), dim=-1))
+    assert logits.shape == (2, 64, dec.cfg.num_codes)
+    loss = dec.loss(codes, F.normalize(torch.randn(2, 32), dim=-1))
+    assert math.isfinite(loss.item()) and loss.item() > 0
+
+
+def test_decoder_learns_codes_from_embeddings(vqgan):
+    """Two images, two embeddings: after training, each embedding decodes to (mostly) its own image's codes."""
+    torch.manual_seed(0)
+    dec = CodeDecoder(DecoderConfig(embed_dim=16, num_codes=vqgan.cfg.num_codes, code_dim=vqgan.cfg.code_dim,
+                                    width=48, layers=2, heads=2, latent_scale=float(vqgan.quantizer.codebook.std())),
+                      vqgan.quantizer.codebook)
+    codes = torch.randint(vqgan.cfg.num_codes, (2, 8, 8))
+    emb = F.normalize(torch.randn(2, 16), dim=-1)
+    optimizer = torch.optim.Adam(dec.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = dec.loss(codes.repeat(8, 1, 1), emb.repeat(8, 1), drop_prob=0.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    out = dec.eval().sample_codes(emb, steps=10, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
+    assert (out == codes).float().mean() > 0.9
+
+
+def test_decoder_same_noise_same_codes(model):
+    emb = F.normalize(torch.randn(3, 32), dim=-1)
+    noise = torch.randn(3, 64, model.decoder.cfg.code_dim)
+    a = model.decoder.sample_codes(emb, steps=3, noise=noise)
+    b = model.decoder.sample_codes(emb, steps=3, noise=noise)
+    assert torch.equal(a, b) and a.shape == (3, 8, 8)
+
+
+# ---------------------------------------------------------------------------------------------- the two stages
+
+
+def test_generate_variations_interpolate(model):
+    images = model.generate("a red circle", n=3, seed=0)
+    assert len(images) == 3 and images[0].size == (32, 32)
+    again = model.generate("a red circle", n=3, seed=0)
+    assert [im.tobytes() for im in images] == [im.tobytes() for im in again]
+    result = model.sample("একটি নীল বর্গ", n=2, seed=1, use_prior=False)
+    assert result.images.shape == (2, 3, 32, 32) and result.codes.shape == (2, 8, 8)
+    assert torch.allclose(result.embeddings[0], model.text_embeddings("একটি নীল বর্গ")[0], atol=1e-6)
+    assert len(model.variations(images[0], n=4)) == 4
+    assert len(model.variations(result.images[0], n=2)) == 2  # a (3, S, S) tensor works too
+    path = model.interpolate(images[0], images[1], steps=5)
+    assert len(path) == 5
+
+
+def test_prior_embeddings_keep_the_candidate_closest_to_the_text(model):
+    text = model.text_embeddings(["a red circle", "a blue square"])
+    one = model.prior_embeddings(text, n=3, seed=0, prior_candidates=1)
+    best = model.prior_embeddings(text, n=3, seed=0, prior_candidates=4)
+    assert one.shape == best.shape == (2, 3, 32)
+    assert (best * text[:, None]).sum(-1).mean() >= (one * text[:, None]).sum(-1).mean()
+
+
+def test_image_embeddings_pil_and_tensor_agree(model):
+    result = model.sample("a red circle", n=2, seed=0)
+    from mmcore.dalle import to_pil
+
+    from_pil = model.image_embeddings(to_pil(result.images))
+    from_tensor = model.image_embeddings(result.images)
+    assert torch.allclose(from_pil, from_tensor, atol=3e-3)  # PIL rounds pixels to 8 bits
+    pixels = (torch.rand(1, 3, 32, 32) * 255).round() / 255  # 8-bit values, as a PIL image holds
+    assert torch.allclose(normalize_pixels(pixels, 32)[0], Preprocess(32)(to_pil(pixels)[0]), atol=1e-5)
+
+
+def test_clear_errors(model, tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        model.generate("  ")
+    with pytest.raises(PromptTooLongError, match="at most"):
+        model.generate("a red circle " * 20)
+    with pytest.raises(TypeError, match="string"):
+        model.generate(3)
+    with pytest.raises(TypeError, match="UnCLIPSampleConfig"):
+        model.generate("a red circle", steps=3)
+    with pytest.raises(ValueError, match="n must be"):
+        model.generate("a red circle", n=0)
+    with pytest.raises(ValueError, match="steps must be"):
+        model.interpolate(model.generate("a red circle", n=1)[0], model.generate("a blue square", n=1)[0], steps=1)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        model.image_embeddings(torch.rand(2, 32, 32))
+    with pytest.raises(FileNotFoundError, match="no unCLIP checkpoint"):
+        mmcore.unclip.load(tmp_path / "missing.safetensors")
+
+
+def test_save_load_round_trip(model, tmp_path, vqgan, clip, tokenizer):
+    path = model.save(tmp_path / "u.safetensors", dtype=torch.float32, metrics={"x": 1.0})
+    loaded = mmcore.unclip.load(path, device="cpu").attach(clip=(clip, tokenizer), vqgan=vqgan)
+    assert loaded.card["metrics"] == {"x": 1.0} and loaded.sample_config == model.sample_config
+    a, b = model.sample("a red circle", n=2, seed=3), loaded.sample("a red circle", n=2, seed=3)
+    assert torch.equal(a.codes, b.codes)
+    other = tmp_path / "other.safetensors"
+    from mmcore.weights import save_checkpoint
+
+    save_checkpoint(other, {"w": torch.zeros(1)}, {"model": "dalle"})
+    with pytest.raises(ValueError, match="not an unCLIP checkpoint"):
+        mmcore.unclip.load(other)
+
+
+# --------------------------------------------------------------------------------------------------- training
+
+
+def test_pool_and_caption_embeddings(clip, tokenizer, vqgan):
+    pool = build_embedding_pool(clip, vqgan, 40, seed=0)
+    again = build_embedding_pool(clip, vqgan, 40, seed=0)
+    assert pool.codes.shape == (40, 64) and pool.codes.dtype == torch.uint8 and pool.image_emb.shape == (40, 32)
+    assert torch.equal(pool.codes, again.codes) and torch.allclose(pool.image_emb, again.image_emb)
+    assert torch.allclose(pool.image_emb.norm(dim=-1), torch.ones(40), atol=1e-5)
+    table = text_embedding_table(clip, tokenizer)
+    assert table.shape == (NUM_COMBOS, 12, 32) and torch.allclose(table.norm(dim=-1), torch.ones(NUM_COMBOS, 12))
+    image, text = draw_prior_batch(pool, table, 8, torch.Generator().manual_seed(0))
+    assert image.shape == text.shape == (8, 32)
+
+
+def test_a_few_training_steps_lower_the_losses(clip, tokenizer, vqgan, tmp_path):
+    cfg = UnCLIPTrainConfig(prior_width=32, prior_depth=1, decoder_width=32, decoder_layers=1, decoder_heads=2,
+                            pool_size=128, prior_steps=60, prior_batch_size=32, decoder_steps=60,
+                            decoder_batch_size=16, decoder_lr=3e-3, warmup_steps=5, eval_images=32, eval_every=30,
+                            final_eval_samples=0, history_every=10, progress=False, threads=1, device="cpu",
+                            out=str(tmp_path / "t.safetensors"))
+    result = train_unclip(cfg, clip=(clip, tokenizer), vqgan=vqgan)
+    h = result.history
+    assert h.prior_step[-1] == 60 and h.decoder_step[-1] == 60 and len(h.eval_test) == 2
+    assert h.prior_loss[-1] < h.prior_loss[0] and h.decoder_loss[-1] < h.decoder_loss[0] - 0.3
+    assert result.metrics["test_decoder_loss"] < math.log(vqgan.cfg.num_codes)
+    card = json.loads((tmp_path / "t.json").read_text())
+    assert card["model"] == "unclip" and card["training"]["prior_steps"] == 60 and "history" in card
+    assert evaluate_decoder(result.model.decoder, build_embedding_pool(clip, vqgan, 16, 5)) > 0
+
+
+def test_quick_mode_and_command_line(monkeypatch, tmp_path, capsys):
+    if not (mmcore.vqgan.SHAPES_VQGAN.is_file() and mmcore.clip.SHAPES_TINY.is_file()):
+        pytest.skip("the shipped VQGAN and CLIP are needed by the command line")
+    monkeypatch.setenv("MMCORE_QUICK", "1")
+    result = main(["--device", "cpu", "--threads", "1", "--no-progress", "--out", str(tmp_path / "q.safetensors")])
+    assert result.metrics["decoder_steps"] == 6 and result.model.decoder.cfg.width == 32
+    assert "saved" in capsys.readouterr().out
+    card = json.loads((tmp_path / "q.json").read_text())
+    assert card["command"].startswith("python -m mmcore.train_unclip")
+
+
+# ------------------------------------------------------------------------------------------ shipped checkpoint
+
+
+@pytest.mark.skipif(not mmcore.unclip.SHAPES_UNCLIP.is_file(),
+                    reason="data/checkpoints/shapes-unclip.safetensors is not trained yet")
+def test_shipped_checkpoint_floor():
+    """Seen compositions, English and Bengali, 2 images each through prior and decoder, and variations of test
+    images: the judge says >= the floors."""
+    from mmcore import judge
+    from mmcore.train_dalle import judge_images, seen_pairs
+    from mmcore.train_unclip import judge_unclip
+
+    model = mmcore.unclip.load("shapes-unclip", device="cpu")
+    assert model.num_parameters() < 3_000_000
+    assert model.card["command"] == mmcore.unclip.TRAIN_COMMAND
+    referee = judge.load()
+    result = judge_unclip(model, referee, seen_pairs(8), n=2, seed=0)
+    assert result["images"] == 32
+    assert result["fidelity"] >= SEEN_FLOOR, result
+    from mmcore.data import ShapesDataset
+
+    data = ShapesDataset("test", n=12, image_size=32, seed=5)
+    images = [data[i][0] for i in range(12)]
+    out = model.decode(model.image_embeddings(images), seed=0).images[:, None]  # (12, 1, 3, S, S)
+    wanted = [{"shape": a["shape"], "color": a["color"]} for a in data.attributes[:12]]
+    assert judge_images(referee, out, wanted)["fidelity"] >= VARIATION_FLOOR
