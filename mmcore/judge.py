@@ -79,6 +79,7 @@ __all__ = [
     "clean_measures",
     "clean_reasons",
     "matches",
+    "verdict",
     "load",
 ]
 
@@ -466,6 +467,16 @@ def matches(prediction: dict[str, Any], wanted: dict[str, str], require_clean: b
     if require_clean and not prediction["clean"]:
         return False
     return all(prediction[key] == value for key, value in wanted.items())
+
+
+def verdict(prediction: dict[str, Any], wanted: dict[str, str]) -> str:
+    """A short caption for one judged image: ``"ok"``, ``"wrong shape+color"``, or ``"not clean: <check>"``."""
+    if matches(prediction, wanted):
+        return "ok"
+    wrong = [k for k in wanted if prediction[k] != wanted[k]]
+    if wrong:
+        return "wrong " + "+".join(wrong)
+    return "not clean: " + (prediction["reasons"][0].split(":")[0] if prediction["reasons"] else "?")
 
 
 class Judge:

@@ -213,6 +213,16 @@ def test_matches():
         matches(p, {"colour": "red"})
 
 
+def test_verdict():
+    from mmcore.judge import verdict
+
+    p = {"shape": "circle", "color": "red", "size": "small", "position": "top", "clean": True, "reasons": []}
+    assert verdict(p, {"shape": "circle", "color": "red"}) == "ok"
+    assert verdict(p, {"shape": "square", "color": "blue"}) == "wrong shape+color"
+    messy = {**p, "clean": False, "reasons": ["outline: soft IoU 0.41 < 0.6"]}
+    assert verdict(messy, {"shape": "circle", "color": "red"}) == "not clean: outline"
+
+
 # ------------------------------------------------------------------------------------------ pure pieces
 
 
