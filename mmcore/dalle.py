@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .transformer import KVCache, Transformer, init_transformer_
-from .weights import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "DALLEConfig",
@@ -629,16 +629,7 @@ def load(name_or_path: str | os.PathLike = "shapes-dalle", device: str | torch.d
     in eval mode, float32, on ``device`` (default: :func:`mmcore.get_device`). Reading safetensors runs no code."""
     from . import get_device
 
-    name = str(name_or_path)
-    if name == "shapes-dalle":
-        if not SHAPES_DALLE.is_file():
-            raise FileNotFoundError(f"the course checkpoint {SHAPES_DALLE} does not exist yet: train it with "
-                                    f"`{TRAIN_COMMAND}` (a few minutes on a GPU; see mmcore/train_dalle.py)")
-        path = SHAPES_DALLE
-    elif Path(name).expanduser().is_file():
-        path = Path(name).expanduser()
-    else:
-        raise ValueError(f"unknown DALL-E model {name!r}: use one of {available_models()} or a path to a "
-                         ".safetensors file written by DALLE.save / python -m mmcore.train_dalle")
+    path = resolve_checkpoint(name_or_path, "shapes-dalle", SHAPES_DALLE, "DALL-E model",
+                              f"`{TRAIN_COMMAND}` (a few minutes on a GPU; see mmcore/train_dalle.py)")
     device = torch.device(device) if device is not None else get_device()
     return DALLE.from_checkpoint(path).to(device=device, dtype=torch.float32).eval()

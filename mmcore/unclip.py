@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from .dalle import PromptTooLongError, classifier_free_guidance, to_pil
 from .diffusion import ddim_step, time_grid, timestep_embedding
 from .transformer import Transformer, init_transformer_
-from .weights import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "PriorConfig",
@@ -70,28 +70,28 @@ TRAIN_COMMAND = ("python -m mmcore.train_unclip --max-minutes 40 --threads 2 "
 # ------------------------------------------------------------------------------------------------------ configs
 
 
-def _from_dict(cls: type, d: dict[str, Any]) -> Any:
-    known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in known})
+class _DictConfig:
+    """``to_dict`` / ``from_dict`` for the dataclass configs below (unknown keys in a card are ignored)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass
-class PriorConfig:
+class PriorConfig(_DictConfig):
     embed_dim: int = 128  # CLIP's embedding size (the tiny CLIP: 128)
     width: int = 384  # hidden size of the residual MLP
     depth: int = 3  # residual blocks
     mlp_ratio: float = 2.0  # hidden expansion inside a block
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PriorConfig":
-        return _from_dict(cls, d)
-
 
 @dataclass
-class DecoderConfig:
+class DecoderConfig(_DictConfig):
     embed_dim: int = 128  # CLIP's embedding size (the condition)
     num_codes: int = 256  # the VQGAN's codebook size
     code_dim: int = 32  # the VQGAN's code vector size
@@ -101,16 +101,9 @@ class DecoderConfig:
     heads: int = 4  # attention heads
     latent_scale: float = 1.0  # code vectors are divided by this so that they have about unit variance
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DecoderConfig":
-        return _from_dict(cls, d)
-
 
 @dataclass
-class UnCLIPSampleConfig:
+class UnCLIPSampleConfig(_DictConfig):
     prior_steps: int = 25  # DDIM steps of the prior
     decoder_steps: int = 25  # DDIM steps of the decoder
     prior_guidance: float = 2.0  # classifier-free guidance scale of the prior (1: none)
@@ -118,10 +111,6 @@ class UnCLIPSampleConfig:
     prior_candidates: int = 2  # prior samples per image; the one closest to the caption is kept (as DALL-E 2)
     eta: float = 0.0  # DDIM noise: 0 deterministic given the start noise, 1 like DDPM
     batch_size: int = 64  # images decoded at once
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "UnCLIPSampleConfig":
-        return _from_dict(cls, d)
 
 
 class UnCLIPResult(NamedTuple):
@@ -520,14 +509,6 @@ def load(name_or_path: str | os.PathLike = "shapes-unclip", device: str | torch.
     in eval mode, float32, on ``device`` (default: :func:`mmcore.get_device`). Reading safetensors runs no code."""
     from . import get_device
 
-    name = str(name_or_path)
-    if name == "shapes-unclip":
-        if not SHAPES_UNCLIP.is_file():
-            raise FileNotFoundError(f"the course checkpoint {SHAPES_UNCLIP} does not exist yet: train it with "
-                                    f"`make checkpoints` ({TRAIN_COMMAND})")
-        path = SHAPES_UNCLIP
-    else:
-        path = Path(name).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"no unCLIP checkpoint at {path}; known names: {available_models()}")
+    path = resolve_checkpoint(name_or_path, "shapes-unclip", SHAPES_UNCLIP, "unCLIP model",
+                              f"`{TRAIN_COMMAND}` (`make checkpoints`; see mmcore/train_unclip.py)")
     return UnCLIP.from_checkpoint(path).to(device or get_device())

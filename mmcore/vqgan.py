@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .vq import Quantized, VectorQuantizer
-from .weights import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "VQGANConfig",
@@ -379,15 +379,7 @@ def load(name_or_path: str | os.PathLike = "shapes-vqgan", device: str | torch.d
     mode, float32, on ``device`` (default: :func:`mmcore.get_device`). Reading safetensors runs no code."""
     from . import get_device
 
-    name = str(name_or_path)
-    if name == "shapes-vqgan":
-        if not SHAPES_VQGAN.is_file():
-            raise FileNotFoundError(f"the course checkpoint {SHAPES_VQGAN} does not exist yet: train it with "
-                                    "`python -m mmcore.train_vqgan` (see data/checkpoints/shapes-vqgan.md)")
-        path = SHAPES_VQGAN
-    elif Path(name).expanduser().is_file():
-        path = Path(name).expanduser()
-    else:
-        raise ValueError(f"unknown VQGAN {name!r}: use one of {available_models()} or a path to a .safetensors file")
+    path = resolve_checkpoint(name_or_path, "shapes-vqgan", SHAPES_VQGAN, "VQGAN",
+                              "`python -m mmcore.train_vqgan` (see data/checkpoints/shapes-vqgan.md)")
     device = torch.device(device) if device is not None else get_device()
     return VQGAN.from_checkpoint(path).to(device=device, dtype=torch.float32).eval()

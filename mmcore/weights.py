@@ -50,6 +50,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "card_path",
+    "resolve_checkpoint",
 ]
 
 _CHUNK = 1 << 20  # 1 MiB per read while streaming / hashing
@@ -375,6 +376,25 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, Tensor], card
     text = json.dumps(card, indent=2, ensure_ascii=False) + "\n"
     _atomic_write(card_path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike, shipped_name: str, shipped_path: Path, kind: str,
+                       train_hint: str) -> Path:
+    """The file behind a model's ``load(name_or_path)``: the shipped checkpoint for ``shipped_name``, else an existing path.
+
+    Raises FileNotFoundError when the shipped file is missing (the message says how to train it: ``train_hint``), and
+    ValueError naming ``kind`` when ``name_or_path`` is neither the shipped name nor a file."""
+    name = str(name_or_path)
+    if name == shipped_name:
+        if not shipped_path.is_file():
+            raise FileNotFoundError(f"the course checkpoint {shipped_path} does not exist yet: train it with "
+                                    f"{train_hint}")
+        return shipped_path
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    raise ValueError(f"unknown {kind} {name!r}: use {shipped_name!r} or a path to a .safetensors file written by "
+                     f"{train_hint}")
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:

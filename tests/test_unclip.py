@@ -247,7 +247,7 @@ def test_clear_errors(model, tmp_path):
         model.interpolate(model.generate("a red circle", n=1)[0], model.generate("a blue square", n=1)[0], steps=1)
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         model.image_embeddings(torch.rand(2, 32, 32))
-    with pytest.raises(FileNotFoundError, match="no unCLIP checkpoint"):
+    with pytest.raises(ValueError, match="unknown unCLIP model"):
         mmcore.unclip.load(tmp_path / "missing.safetensors")
 
 

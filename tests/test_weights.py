@@ -326,3 +326,18 @@ def test_load_tells_formats_apart(tmp_path):
         expected = expected if isinstance(expected, torch.Tensor) else expected.pooler_output
         assert (model.encode_image(images) - expected).abs().max() < 1e-4
     assert preprocess.size == 32
+
+
+def test_resolve_checkpoint(tmp_path):
+    from mmcore.weights import resolve_checkpoint
+
+    shipped = tmp_path / "shipped.safetensors"
+    with pytest.raises(FileNotFoundError, match="does not exist yet: train it with `make it`"):
+        resolve_checkpoint("tiny", "tiny", shipped, "toy model", "`make it`")
+    shipped.write_bytes(b"x")
+    assert resolve_checkpoint("tiny", "tiny", shipped, "toy model", "`make it`") == shipped
+    own = tmp_path / "own.safetensors"
+    own.write_bytes(b"x")
+    assert resolve_checkpoint(own, "tiny", shipped, "toy model", "`make it`") == own
+    with pytest.raises(ValueError, match="unknown toy model 'other'"):
+        resolve_checkpoint("other", "tiny", shipped, "toy model", "`make it`")
