@@ -22,6 +22,13 @@ compositions, with and without the prior, and image variations.
 
     python -m mmcore.train_unclip --max-minutes 30 --threads 2 --out data/checkpoints/shapes-unclip.safetensors
 
+``--init-from CHECKPOINT`` continues an unCLIP checkpoint instead of starting fresh (the model sizes then come from
+the checkpoint); with ``--prior-steps 0`` only the decoder trains, e.g. on a new pool (``--seed 1``) with a lower
+learning rate::
+
+    python -m mmcore.train_unclip --init-from data/checkpoints/shapes-unclip.safetensors --prior-steps 0 --seed 1 \
+        --decoder-lr 3e-4 --warmup-steps 50 --max-minutes 30 --threads 2 --out runs/unclip-more.safetensors
+
 Under ``MMCORE_QUICK=1`` only a few steps run (:meth:`UnCLIPTrainConfig.quick`).
 """
 from __future__ import annotations
@@ -89,6 +96,7 @@ class UnCLIPTrainConfig:
     prior_guidance: float = 2.0  # the checkpoint's default prior guidance scale
     decoder_guidance: float = 3.0  # the checkpoint's default decoder guidance scale
     seed: int = 0  # initialisation, the pool and the batch stream
+    init_from: str | None = None  # continue training this unCLIP checkpoint instead of fresh models (see main doc)
     eval_images: int = 512  # images per evaluation split ("test", "heldout")
     eval_every: int = 500  # decoder loss on the evaluation images every this many steps (0: only at the end)
     final_eval_samples: int = 4  # judge fidelity at the end: images per prompt and language (0: skip the judge)
@@ -308,11 +316,18 @@ def _train_unclip(cfg: UnCLIPTrainConfig, clip: tuple[Any, Any] | None, vqgan: A
     vqgan = (vqgan if vqgan is not None else vqgan_module.load("shapes-vqgan", device=device)).to(device).eval()
     E = clip_model.cfg.embed_dim
     codebook = vqgan.quantizer.codebook.detach().float()  # (K, D)
-    prior = DiffusionPrior(PriorConfig(embed_dim=E, width=cfg.prior_width, depth=cfg.prior_depth))
-    decoder = CodeDecoder(DecoderConfig(embed_dim=E, num_codes=vqgan.cfg.num_codes, code_dim=vqgan.cfg.code_dim,
-                                        grid_size=vqgan.cfg.grid_size, width=cfg.decoder_width,
-                                        layers=cfg.decoder_layers, heads=cfg.decoder_heads,
-                                        latent_scale=round(codebook.std().item(), 4)), codebook)
+    if cfg.init_from:
+        start = UnCLIP.from_checkpoint(cfg.init_from)
+        prior, decoder = start.prior, start.decoder
+        if prior.cfg.embed_dim != E or not torch.allclose(decoder.codebook, codebook.cpu(), atol=1e-2):
+            raise ValueError(f"{cfg.init_from} was trained with another CLIP or VQGAN than the ones given here "
+                             "(embedding size or codebook differ): it cannot continue with them")
+    else:
+        prior = DiffusionPrior(PriorConfig(embed_dim=E, width=cfg.prior_width, depth=cfg.prior_depth))
+        decoder = CodeDecoder(DecoderConfig(embed_dim=E, num_codes=vqgan.cfg.num_codes, code_dim=vqgan.cfg.code_dim,
+                                            grid_size=vqgan.cfg.grid_size, width=cfg.decoder_width,
+                                            layers=cfg.decoder_layers, heads=cfg.decoder_heads,
+                                            latent_scale=round(codebook.std().item(), 4)), codebook)
     model = UnCLIP(prior, decoder).to(device).train()
     model.attach(clip=(clip_model, clip_tokenizer), vqgan=vqgan)
     model.sample_config = UnCLIPSampleConfig(prior_guidance=cfg.prior_guidance, decoder_guidance=cfg.decoder_guidance)
@@ -395,7 +410,7 @@ def _train_unclip(cfg: UnCLIPTrainConfig, clip: tuple[Any, Any] | None, vqgan: A
 
 # ---------------------------------------------------------------------------------------------- command line
 
-_OPTIONAL_TYPES = {"max_minutes": float, "out": str, "threads": int, "device": str}
+_OPTIONAL_TYPES = {"max_minutes": float, "out": str, "threads": int, "device": str, "init_from": str}
 
 
 def _parser() -> argparse.ArgumentParser:

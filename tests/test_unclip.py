@@ -296,6 +296,27 @@ def test_a_few_training_steps_lower_the_losses(clip, tokenizer, vqgan, tmp_path)
     assert evaluate_decoder(result.model.decoder, build_embedding_pool(clip, vqgan, 16, 5)) > 0
 
 
+def test_init_from_continues_a_checkpoint(clip, tokenizer, vqgan, tmp_path):
+    common = dict(pool_size=64, eval_images=16, eval_every=0, final_eval_samples=0, progress=False, threads=1,
+                  device="cpu", warmup_steps=1, prior_batch_size=16, decoder_batch_size=8)
+    first = train_unclip(UnCLIPTrainConfig(prior_width=32, prior_depth=1, decoder_width=32, decoder_layers=1,
+                                           decoder_heads=2, prior_steps=3, decoder_steps=3,
+                                           out=str(tmp_path / "a.safetensors"), **common),
+                         clip=(clip, tokenizer), vqgan=vqgan)
+    more = train_unclip(UnCLIPTrainConfig(init_from=str(first.path), prior_steps=0, decoder_steps=4, seed=1, **common),
+                        clip=(clip, tokenizer), vqgan=vqgan)
+    assert more.metrics["prior_steps"] == 0 and more.metrics["decoder_steps"] == 4
+    assert more.model.decoder.cfg.width == 32  # the sizes come from the checkpoint, not the config's defaults
+    start = mmcore.unclip.load(first.path, device="cpu")  # the starting weights, as stored (float16)
+    for a, b in zip(start.prior.parameters(), more.model.prior.parameters()):
+        assert torch.equal(a, b)  # the prior did not train
+    assert not all(torch.equal(a, b) for a, b in zip(start.decoder.parameters(), more.model.decoder.parameters()))
+    other = VQGAN(VQGANConfig.tiny())
+    with pytest.raises(ValueError, match="another CLIP or VQGAN"):
+        train_unclip(UnCLIPTrainConfig(init_from=str(first.path), prior_steps=0, decoder_steps=1, **common),
+                     clip=(clip, tokenizer), vqgan=other)
+
+
 def test_quick_mode_and_command_line(monkeypatch, tmp_path, capsys):
     if not (mmcore.vqgan.SHAPES_VQGAN.is_file() and mmcore.clip.SHAPES_TINY.is_file()):
         pytest.skip("the shipped VQGAN and CLIP are needed by the command line")
