@@ -40,7 +40,6 @@ import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -53,7 +52,7 @@ from .clip import CLIP, CLIPConfig, clip_loss
 from .data import LANGS, caption, render, sample_attributes
 from .tokenizer import COURSE_DIR, BPETokenizer
 from .training import (add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads, default_threads,
-                       parameter_groups, print_summary, progress_bar)
+                       parameter_groups, print_summary, progress_bar, run_card)
 from .weights import load_checkpoint
 from .zeroshot import eval_set, evaluate_zero_shot, images_to_tensor, text_to_image_recall
 
@@ -287,18 +286,8 @@ def tokenizer_card_path(checkpoint: str | os.PathLike) -> str:
 def _save(path: str | os.PathLike, model: CLIP, optimizer: torch.optim.Optimizer | None, names: Sequence[str],
           cfg: TrainConfig, step: int, history: TrainHistory, metrics: dict[str, float], command: str,
           seconds: float) -> Path:
-    card = {
-        "tokenizer": tokenizer_card_path(path),
-        "training": {**asdict(cfg), "resume": None},
-        "command": command,
-        "seed": cfg.seed,
-        "step": step,
-        "train_seconds": round(seconds, 1),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "metrics": {k: round(v, 4) for k, v in metrics.items()},
-        "history": {k: [round(x, 5) if isinstance(x, float) else x for x in v] for k, v in asdict(history).items()},
-    }
+    card = run_card({**asdict(cfg), "resume": None}, command, seconds, metrics, asdict(history), step=step,
+                    tokenizer=tokenizer_card_path(path))
     path = model.save(path, **card)
     if optimizer is not None and cfg.save_optimizer:
         save_optimizer_state(_optimizer_path(path), optimizer, names)

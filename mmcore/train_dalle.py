@@ -44,7 +44,6 @@ import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
@@ -56,7 +55,7 @@ from . import get_device, quick_mode, set_seed
 from .dalle import DALLE, DALLEConfig, SampleConfig, dalle_loss, pad_after_end
 from .data import COLORS, HELDOUT, LANGS, POSITIONS, SHAPES, SIZES, TRAIN_TEMPLATES, caption, render, sample_attributes
 from .training import (add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads, default_threads,
-                       parameter_groups, print_summary, progress_bar)
+                       parameter_groups, print_summary, progress_bar, run_card)
 
 __all__ = [
     "DALLETrainConfig",
@@ -531,19 +530,9 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
                                                                                                  wanted)["fidelity"]
     path = None
     if cfg.out:
-        card = {
-            "training": asdict(cfg),
-            "command": command,
-            "seed": cfg.seed,
-            "step": step,
-            "train_seconds": round(seconds, 1),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
-            "parameters": model.num_parameters(),
-            "metrics": {k: round(v, 4) for k, v in metrics.items()},
-            "history": {k: [round(x, 5) if isinstance(x, float) else x for x in v] for k, v in asdict(history).items()},
-        }
+        device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        card = run_card(asdict(cfg), command, seconds, metrics, asdict(history), step=step, device=device_name,
+                        parameters=model.num_parameters())
         path = model.save(cfg.out, **card)
     return DALLETrainResult(model, history, metrics, path)
 

@@ -38,7 +38,6 @@ import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -49,7 +48,7 @@ from . import get_device, quick_mode, set_seed
 from .data import HELDOUT, LANGS, TRAIN_TEMPLATES, caption
 from .train_dalle import NUM_COMBOS, combo_attributes, fidelity_prompt, judge_images, rendered_chunks, seen_pairs
 from .training import (add_config_arguments, config_from_args, cosine_schedule, cpu_threads, default_threads,
-                       parameter_groups, print_summary, progress_bar)
+                       parameter_groups, print_summary, progress_bar, run_card)
 from .unclip import CodeDecoder, DecoderConfig, DiffusionPrior, PriorConfig, UnCLIP, UnCLIPSampleConfig
 
 __all__ = [
@@ -392,18 +391,9 @@ def _train_unclip(cfg: UnCLIPTrainConfig, clip: tuple[Any, Any] | None, vqgan: A
         metrics["heldout_variation_fidelity"] = _variation_fidelity(model, referee, "heldout")
     path = None
     if cfg.out:
-        card = {
-            "training": asdict(cfg),
-            "command": command,
-            "seed": cfg.seed,
-            "train_seconds": round(prior_seconds + decoder_seconds, 1),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
-            "parameters": model.num_parameters(),
-            "metrics": {k: round(v, 4) for k, v in metrics.items()},
-            "history": {k: [round(x, 5) if isinstance(x, float) else x for x in v] for k, v in asdict(history).items()},
-        }
+        device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        card = run_card(asdict(cfg), command, prior_seconds + decoder_seconds, metrics, asdict(history),
+                        device=device_name, parameters=model.num_parameters())
         path = model.save(cfg.out, **card)
     return UnCLIPTrainResult(model, history, metrics, path)
 

@@ -32,7 +32,6 @@ import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -43,7 +42,7 @@ from torch import Tensor, nn
 from . import get_device, quick_mode, set_seed
 from .data import ShapesDataset, render, sample_attributes
 from .training import (add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads, default_threads,
-                       print_summary, progress_bar)
+                       print_summary, progress_bar, run_card)
 from .vq import code_histogram, perplexity
 from .vqgan import VQGAN, VQGANConfig
 from .vqgan_losses import generator_loss, hinge_d_loss, psnr
@@ -295,19 +294,8 @@ def _train_vqgan(cfg: VQGANTrainConfig, model: VQGAN | None, command: str | None
     metrics["train_minutes"] = seconds / 60
     path = None
     if cfg.out:
-        card = {
-            "training": asdict(cfg),
-            "command": command,
-            "seed": cfg.seed,
-            "step": step,
-            "train_seconds": round(seconds, 1),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__,
-            "parameters": model.num_parameters(),
-            "metrics": {k: round(v, 4) for k, v in metrics.items()},
-            "history": {k: [round(x, 5) if isinstance(x, float) else x for x in v]
-                        for k, v in history.every(max(1, cfg.history_every)).items()},
-        }
+        card = run_card(asdict(cfg), command, seconds, metrics, history.every(max(1, cfg.history_every)), step=step,
+                        parameters=model.num_parameters())
         path = model.save(cfg.out, **card)
     return VQGANTrainResult(model, history, metrics, path)
 

@@ -12,6 +12,7 @@ import math
 import os
 import re
 from dataclasses import fields
+from datetime import datetime, timezone
 from typing import Any
 
 import torch
@@ -114,6 +115,21 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type,
 def config_from_args(config_cls: type, args: dict[str, Any]) -> Any:
     """The dataclass ``config_cls`` from parsed options (lists of values become tuples)."""
     return config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+
+
+def run_card(training: dict[str, Any], command: str, seconds: float, metrics: dict[str, float],
+             history: dict[str, list] | None = None, **fields_: Any) -> dict[str, Any]:
+    """What every training command writes into its checkpoint's card: the config (``training``), the command that
+    reproduces the run, its seed, ``fields_`` (step, parameters, device, ...), the training time, the date, the torch
+    version, the final metrics (4 decimals) and the loss history (5 decimals)."""
+    card = {"training": training, "command": command, "seed": training.get("seed"), **fields_,
+            "train_seconds": round(seconds, 1),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__,
+            "metrics": {k: round(v, 4) for k, v in metrics.items()}}
+    if history is not None:
+        card["history"] = {k: [round(x, 5) if isinstance(x, float) else x for x in v] for k, v in history.items()}
+    return card
 
 
 def print_summary(metrics: dict[str, float] | None, path: Any = None) -> None:
