@@ -62,6 +62,7 @@ __all__ = [
     "evaluate_decoder",
     "sample_pair_images",
     "judge_unclip",
+    "judge_variations",
     "train_unclip",
     "main",
 ]
@@ -225,16 +226,18 @@ def judge_unclip(model: UnCLIP, judge: Any, pairs: Sequence[tuple[str, str]], n:
     return judge_images(judge, images, wanted)
 
 
-def _variation_fidelity(model: UnCLIP, judge: Any, split: str, n_images: int = 24, per_image: int = 2) -> float:
-    """Fraction of variations the judge finds clean and with the source image's shape and colour."""
+def judge_variations(model: UnCLIP, judge: Any, split: str, n_images: int = 24, per_image: int = 2,
+                     seed: int = 77) -> dict[str, float]:
+    """Make ``per_image`` variations of ``n_images`` Shapes pictures of ``split`` and let ``judge`` referee them
+    against the source's shape and colour (:func:`mmcore.train_dalle.judge_images`)."""
     from .data import ShapesDataset
 
-    data = ShapesDataset(split, n=n_images, image_size=32, seed=77)
+    data = ShapesDataset(split, n=n_images, image_size=32, seed=seed)
     images = [data[i][0] for i in range(n_images)]
     emb = model.image_embeddings(images).repeat_interleave(per_image, dim=0)  # (n * k, E)
     out = model.decode(emb, seed=0).images.view(n_images, per_image, 3, 32, 32)
     wanted = [{"shape": data.attributes[i]["shape"], "color": data.attributes[i]["color"]} for i in range(n_images)]
-    return judge_images(judge, out, wanted)["fidelity"]
+    return judge_images(judge, out, wanted)
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -387,8 +390,8 @@ def _train_unclip(cfg: UnCLIPTrainConfig, clip: tuple[Any, Any] | None, vqgan: A
                                                        cfg.seed)["fidelity"]
             metrics[f"{name}_fidelity_no_prior"] = judge_unclip(model, referee, pairs, cfg.final_eval_samples,
                                                                 cfg.seed, use_prior=False)["fidelity"]
-        metrics["test_variation_fidelity"] = _variation_fidelity(model, referee, "test")
-        metrics["heldout_variation_fidelity"] = _variation_fidelity(model, referee, "heldout")
+        metrics["test_variation_fidelity"] = judge_variations(model, referee, "test")["fidelity"]
+        metrics["heldout_variation_fidelity"] = judge_variations(model, referee, "heldout")["fidelity"]
     path = None
     if cfg.out:
         device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

@@ -337,9 +337,8 @@ def test_shipped_checkpoint_floor():
     """Seen compositions, English and Bengali, 2 pictures each through prior and decoder; the same without the prior;
     and variations of test pictures: the judge says >= the floors."""
     from mmcore import judge
-    from mmcore.data import ShapesDataset
-    from mmcore.train_dalle import judge_images, seen_pairs
-    from mmcore.train_unclip import judge_unclip
+    from mmcore.train_dalle import seen_pairs
+    from mmcore.train_unclip import judge_unclip, judge_variations
 
     model = mmcore.unclip.load("shapes-unclip", device="cpu")
     assert model.num_parameters() < 3_000_000
@@ -351,8 +350,5 @@ def test_shipped_checkpoint_floor():
     no_prior = judge_unclip(model, referee, seen_pairs(8), n=2, seed=0, use_prior=False)
     assert result["fidelity"] - no_prior["fidelity"] >= PRIOR_GAIN_FLOOR, (result, no_prior)
 
-    data = ShapesDataset("test", n=12, image_size=32, seed=5)
-    images = [data[i][0] for i in range(12)]
-    out = model.decode(model.image_embeddings(images), seed=0).images[:, None]  # (12, 1, 3, S, S)
-    wanted = [{"shape": a["shape"], "color": a["color"]} for a in data.attributes[:12]]
-    assert judge_images(referee, out, wanted)["fidelity"] >= VARIATION_FLOOR
+    variations = judge_variations(model, referee, "test", n_images=12, per_image=1, seed=5)
+    assert variations["images"] == 12 and variations["fidelity"] >= VARIATION_FLOOR

@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 import torch  # noqa: E402
 
 from mmcore import dalle, guided, judge, unclip  # noqa: E402
-from mmcore.data import HELDOUT, ShapesDataset  # noqa: E402
+from mmcore.data import HELDOUT  # noqa: E402
 from mmcore.judge import matches  # noqa: E402
 from mmcore.train_dalle import fidelity_prompt, judge_images, seen_pairs  # noqa: E402
-from mmcore.train_unclip import sample_pair_images  # noqa: E402
+from mmcore.train_unclip import judge_variations, sample_pair_images  # noqa: E402
 
 
 def unclip_fidelity(model: unclip.UnCLIP, referee: judge.Judge, seen: int, n: int, langs: tuple[str, ...]) -> None:
@@ -43,12 +43,7 @@ def unclip_fidelity(model: unclip.UnCLIP, referee: judge.Judge, seen: int, n: in
             print(f"  {name:8s} {label:21s} fidelity {r['fidelity']:6.1%} of {int(r['images']):3d}  clean "
                   f"{r['clean']:6.1%}  shape+colour {r['shape_color']:6.1%}  {seconds:.3f} s/picture")
     for split in ("test", "heldout"):
-        data = ShapesDataset(split, n=48, image_size=32, seed=77)
-        sources = [data[i][0] for i in range(len(data))]
-        emb = model.image_embeddings(sources).repeat_interleave(2, dim=0)  # (96, E)
-        out = model.decode(emb, seed=0).images.view(len(sources), 2, 3, 32, 32)
-        wanted = [{"shape": a["shape"], "color": a["color"]} for a in data.attributes]
-        r = judge_images(referee, out, wanted)
+        r = judge_variations(model, referee, split, n_images=48, per_image=2)
         print(f"  variations of {split:8s} pictures: keep shape + colour {r['fidelity']:6.1%} of {int(r['images'])}")
 
 
