@@ -1,6 +1,8 @@
 # Two commands for students and CI; each sets up its own environment on a fresh machine.
 #   make lab     create/update .venv, then open JupyterLab on the course's first lesson
 #   make test    create/update .venv, then run every test (pytest for mmcore + nbval for every notebook)
+#   make test-core   the course as Colab / plain pip users get it: a second venv with no test extras (sharing
+#                    .venv's torch wheels), the real-weights path from a local server, every lesson and solution
 # Options: COURSE_LANG=bn (open the Bengali lessons), PYTHON=python3.11 (the interpreter for the venv).
 
 PYTHON ?= python3
@@ -8,8 +10,11 @@ VENV ?= .venv
 COURSE_LANG ?= en
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmcore-installed
+CORE_VENV ?= .venv-core
+CORE_PY := $(CORE_VENV)/bin/python
+CORE_STAMP := $(CORE_VENV)/.mmcore-installed
 
-.PHONY: lab test bench lessons checkpoints clean
+.PHONY: lab test test-core bench lessons checkpoints clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +27,17 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	MMCORE_QUICK=1 $(PY) -m pytest
+
+# A core-only install (pip install -e ., no extras), as the Colab set-up cell makes; torch & co. are shared with .venv.
+$(CORE_STAMP): pyproject.toml $(STAMP)
+	@test -x $(CORE_PY) || $(PYTHON) -m venv $(CORE_VENV)
+	$(PY) tests/core_install/share_wheels.py $(CORE_VENV)
+	$(CORE_PY) -m pip install --quiet --disable-pip-version-check -e .
+	$(CORE_PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mmcore)" >/dev/null
+	@touch $(CORE_STAMP)
+
+test-core: $(CORE_STAMP)
+	MMCORE_QUICK=1 $(CORE_PY) tests/core_install/check.py
 
 # Speed and quality benchmarks: they print ratios against the reference measured in the same run.
 bench: $(STAMP)
@@ -48,4 +64,4 @@ checkpoints: $(STAMP)
 		--out data/checkpoints/shapes-dalle.safetensors --no-progress
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(CORE_VENV) .pytest_cache .hypothesis

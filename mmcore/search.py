@@ -443,7 +443,7 @@ class ImageIndex:
         skipped: ``(path, reason)`` for every file that could not be read during indexing.
         n_encoded, n_cached: how many images the model encoded, and how many came from the on-disk cache.
         backend: ``"torch"`` (exact, default) or ``"faiss"`` (exact ``IndexFlatIP``; needs ``pip install
-            faiss-cpu``; keeps its own float32 copy of the embeddings, twice the memory).
+            faiss-cpu``, the ``faiss`` extra; keeps its own float32 copy of the embeddings, twice the memory).
     """
 
     def __init__(self, embeddings: Tensor, *, paths: Sequence[str | None] | None = None,
@@ -555,7 +555,8 @@ def _import_faiss() -> Any:
     try:
         import faiss
     except ImportError:
-        raise ImportError("backend='faiss' needs FAISS, an optional dependency: pip install faiss-cpu "
+        raise ImportError("backend='faiss' needs FAISS, an optional dependency: pip install -e '.[faiss]' "
+                          "(the course's 'faiss' extra) or pip install faiss-cpu "
                           "(or use the default backend='torch', which is exact too)") from None
     return faiss
 

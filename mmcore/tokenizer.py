@@ -31,6 +31,7 @@ Regenerate the shipped course tokenizer (``data/tokenizer/``) with::
 from __future__ import annotations
 
 import gzip
+import hashlib
 import heapq
 import html
 import importlib.util
@@ -77,6 +78,10 @@ END_OF_WORD = "</w>"  # OpenAI's suffix on the last symbol of every pre-token
 COURSE_DIR = Path(__file__).resolve().parent.parent / "data" / "tokenizer"
 
 OPENAI_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+# OpenAI's merges file ships with the course (MIT licence, data/tokenizer/openai/LICENSE), so a core install works
+# offline; it is checked against the SHA-256 of the file in github.com/openai/CLIP before it is used.
+OPENAI_VOCAB_PATH = COURSE_DIR / "openai" / OPENAI_VOCAB_FILE
+OPENAI_VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 OPENAI_NUM_MERGES = 49152 - 256 - 2  # OpenAI uses the first 48,894 merges of the file
 
 # Pre-tokenisation patterns, by name (the name is what a saved tokenizer records).
@@ -404,8 +409,9 @@ class BPETokenizer:
     def openai(cls, path: str | Path | None = None) -> "BPETokenizer":
         """OpenAI CLIP's tokenizer, token for token, from ``bpe_simple_vocab_16e6.txt.gz``.
 
-        ``path`` is that file (gzipped or plain), or a folder holding it; by default the copy that an installed
-        ``open_clip`` (``pip install open_clip_torch``) or OpenAI ``clip`` package ships is used.
+        ``path`` is that file (gzipped or plain), or a folder holding it; by default the copy shipped in
+        ``data/tokenizer/openai/`` (SHA-256 checked), else the one an installed ``open_clip`` or OpenAI ``clip``
+        package carries.
         """
         file = _find_openai_vocab(path)
         opener = gzip.open if file.suffix == ".gz" else open
@@ -735,7 +741,7 @@ def _check_text(text: Any) -> str:
 
 
 def _find_openai_vocab(path: str | Path | None) -> Path:
-    """The OpenAI merges file: ``path`` (file or folder), else the copy shipped by open_clip or OpenAI's clip."""
+    """The OpenAI merges file: ``path`` (file or folder), else the course's checked copy, else open_clip's or clip's."""
     if path is not None:
         p = Path(path)
         if p.is_dir():
@@ -743,6 +749,14 @@ def _find_openai_vocab(path: str | Path | None) -> Path:
         if not p.is_file():
             raise FileNotFoundError(f"OpenAI's CLIP vocabulary {OPENAI_VOCAB_FILE} not found at {p}")
         return p
+    if OPENAI_VOCAB_PATH.is_file():
+        digest = hashlib.sha256(OPENAI_VOCAB_PATH.read_bytes()).hexdigest()
+        if digest != OPENAI_VOCAB_SHA256:
+            raise ValueError(
+                f"{OPENAI_VOCAB_PATH} is damaged (SHA-256 {digest[:12]}..., expected {OPENAI_VOCAB_SHA256[:12]}...): "
+                f"restore the course's copy with `git checkout -- data/tokenizer/openai`"
+            )
+        return OPENAI_VOCAB_PATH
     for package in ("open_clip", "clip"):
         try:
             spec = importlib.util.find_spec(package)  # finds the folder without importing the package
@@ -753,8 +767,8 @@ def _find_openai_vocab(path: str | Path | None) -> Path:
             if candidate.is_file():
                 return candidate
     raise FileNotFoundError(
-        f"OpenAI's CLIP vocabulary ({OPENAI_VOCAB_FILE}) was not found. Install a package that ships it "
-        f"(pip install open_clip_torch) or pass its path: BPETokenizer.openai(path='.../{OPENAI_VOCAB_FILE}')."
+        f"OpenAI's CLIP vocabulary ({OPENAI_VOCAB_FILE}) was not found: the course ships it in {OPENAI_VOCAB_PATH.parent} "
+        f"(restore the folder with `git checkout`), or pass its path: BPETokenizer.openai(path='.../{OPENAI_VOCAB_FILE}')."
     )
 
 

@@ -106,10 +106,7 @@ def ref():
 
 @pytest.fixture(scope="module")
 def oa() -> BPETokenizer:
-    try:
-        return BPETokenizer.openai()
-    except FileNotFoundError as err:
-        pytest.skip(str(err))
+    return BPETokenizer.openai()  # the course ships OpenAI's vocabulary: this never needs open_clip or clip
 
 
 @pytest.fixture(scope="module")
@@ -358,6 +355,25 @@ def test_missing_vocab_path_is_clear(tmp_path):
         BPETokenizer.course(tmp_path)
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
         BPETokenizer.load(tmp_path)
+
+
+def test_openai_vocab_ships_with_the_course(monkeypatch):
+    """A core install (no open_clip, no clip) finds OpenAI's vocabulary: the course's own SHA-256-checked copy."""
+    monkeypatch.setattr(T.importlib.util, "find_spec", lambda name, *a: None)  # as if neither package were installed
+    assert T._find_openai_vocab(None) == T.OPENAI_VOCAB_PATH
+    assert (T.OPENAI_VOCAB_PATH.parent / "LICENSE").read_text(encoding="utf-8").count("Copyright (c) 2021 OpenAI") == 1
+    tok = BPETokenizer.openai()
+    assert tok.vocab_size == 49408 and tok.encode("a photo of a cat") == [320, 1125, 539, 320, 2368]
+
+
+def test_damaged_shipped_openai_vocab_is_refused(tmp_path, monkeypatch):
+    data = bytearray(T.OPENAI_VOCAB_PATH.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit
+    damaged = tmp_path / T.OPENAI_VOCAB_FILE
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(T, "OPENAI_VOCAB_PATH", damaged)
+    with pytest.raises(ValueError, match="damaged.*git checkout"):
+        BPETokenizer.openai()
 
 
 def test_openai_path_argument(tmp_path, oa):

@@ -3,21 +3,18 @@ and torch.save files, safetensors checkpoints with cards, and mmcore.clip.load o
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import pickle
 import socket
-import threading
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import mmcore.clip
-from mmcore.clip import CLIP, CLIPConfig
+from openai_fakes import local_server, openai_sized_tiny, random_openai_archive, save_openai_like_torchscript
+from mmcore.clip import CLIP
 from mmcore.weights import (
     ChecksumError,
     DownloadError,
@@ -35,37 +32,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated
 # ------------------------------------------------------------------------------------------------ test server
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}  # URL path -> body
-    requests: list[str] = []
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        type(self).requests.append(self.path)
-        truncated = self.path.startswith("/truncated/")
-        body = self.files.get(self.path.removeprefix("/truncated"))
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))  # promises the whole file ...
-        self.end_headers()
-        self.wfile.write(body[: len(body) // 2] if truncated else body)  # ... but may send only half, then hang up
-
-    def log_message(self, *args) -> None:  # keep pytest's output clean
-        pass
-
-
 @pytest.fixture()
 def server():
     """A throwaway HTTP server on 127.0.0.1; ``server.url(path)``, ``server.files``, ``server.requests``."""
-    handler = type("Handler", (_Handler,), {"files": {}, "requests": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    handler.url = staticmethod(lambda path: f"http://127.0.0.1:{httpd.server_address[1]}{path}")
-    yield handler
-    httpd.shutdown()
-    httpd.server_close()
+    with local_server() as handler:
+        yield handler
 
 
 def _closed_port_url(path: str) -> str:
@@ -148,30 +119,6 @@ def test_http_error_leaves_nothing(server, tmp_path):
 # ----------------------------------------------------------------------------------- reading .pt files safely
 
 
-class _Holder(nn.Module):
-    """An empty module: TorchScript needs a forward."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-def save_openai_like_torchscript(state_dict: dict[str, torch.Tensor], path: Path) -> None:
-    """A TorchScript archive shaped like OpenAI's: modules nested by the dotted names, float16 parameters, plus the
-    extra attributes OpenAI's files carry (sizes, the text transformer's causal mask)."""
-    root = _Holder()
-    for name, tensor in state_dict.items():
-        *parents, leaf = name.split(".")
-        module = root
-        for part in parents:
-            if part not in module._modules:
-                module.add_module(part, _Holder())
-            module = module._modules[part]
-        module.register_parameter(leaf, nn.Parameter(tensor.detach().half(), requires_grad=False))
-    root.register_buffer("input_resolution", torch.tensor(64))
-    root.transformer.resblocks._modules["0"].attn_mask = torch.full((77, 77), float("-inf")).triu(1)
-    torch.jit.script(root).save(str(path))
-
-
 def test_read_torchscript_archive(tmp_path):
     torch.manual_seed(0)
     sd = {
@@ -234,20 +181,10 @@ def test_checkpoint_round_trip_with_card(tmp_path):
 # ------------------------------------------------------------------------------------ mmcore.clip.load end to end
 
 
-def _openai_sized_tiny() -> CLIPConfig:
-    """Tiny, but with OpenAI's vocabulary and context so that load() pairs it with OpenAI's tokenizer."""
-    return replace(CLIPConfig.tiny(), vocab_size=49408, eot_token=49407, context_length=77, image_size=64,
-                   patch_size=16, vision_width=128, text_width=128, vision_heads=2, text_heads=2)  # fmt: skip
-
-
 @pytest.fixture()
 def openai_archive(tmp_path):
-    torch.manual_seed(0)
-    model = CLIP(_openai_sized_tiny()).eval()
-    sd16 = {k: v.half() for k, v in model.to_openai_state_dict().items()}  # OpenAI ships float16
     path = tmp_path / "ViT-B-32.pt"
-    save_openai_like_torchscript(sd16, path)
-    reference = CLIP.from_openai_state_dict(sd16)  # what the file should load into
+    reference = random_openai_archive(path)  # what the file should load into
     return path, reference
 
 
@@ -305,7 +242,7 @@ def test_load_tells_formats_apart(tmp_path):
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    ours = CLIP(_openai_sized_tiny()).eval()
+    ours = CLIP(openai_sized_tiny()).eval()
     torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in ours.to_openai_state_dict().items()}},
                tmp_path / "open_clip_epoch_1.pt")  # fmt: skip
     model, _, _ = mmcore.clip.load(tmp_path / "open_clip_epoch_1.pt", device="cpu")
