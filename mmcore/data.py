@@ -50,8 +50,8 @@ from .images import ImageLoadError, load_image
 
 __all__ = [
     "SHAPES", "COLORS", "SIZES", "POSITIONS", "COLOR_RGB", "RELATIONS", "HELDOUT", "SPLITS", "LANGS",
-    "TRAIN_TEMPLATES", "EVAL_TEMPLATES", "RELATION_TEMPLATES", "compositions", "sample_attributes", "render",
-    "caption", "bn_genitive", "ShapesDataset", "caption_corpus", "Photo", "sample_photos", "load_image",
+    "TRAIN_TEMPLATES", "BASE_TEMPLATES", "EVAL_TEMPLATES", "UNSEEN_PHRASINGS", "RELATION_TEMPLATES", "compositions", "sample_attributes", "render",
+    "caption", "frame_caption", "filler_words", "bn_genitive", "ShapesDataset", "caption_corpus", "Photo", "sample_photos", "load_image",
     "ImageLoadError",
 ]
 
@@ -153,12 +153,29 @@ _OPPOSITE: dict[str, str] = {"left": "right", "right": "left", "top": "bottom", 
 
 TRAIN_TEMPLATES: dict[str, list[str]] = {
     "en": [
+        # 0-5: the first training set (the course tokenizer's corpus and the first 1,500 steps of shapes-tiny)
         "a {size} {color} {shape} {position}",
         "a {color} {shape} {position}",
         "a {size} {color} {shape}",
         "a {color} {shape}",
         "a photo of a {size} {color} {shape}",
         "there is a {size} {color} {shape} {position}",
+        # 6-: the ways people actually phrase it: bare noun phrases, "-colored", other orders, imperatives,
+        # brackets, other leading words (the phrasing fine-tune of shapes-tiny; see data/checkpoints/shapes-tiny.md)
+        "{color} {shape}",
+        "{size} {color} {shape} {position}",
+        "a {color}-colored {shape}",
+        "a {shape} in {color}",
+        "{shape}, {color}",
+        "the {shape} is {color}",
+        "draw a {color} {shape}",
+        "an image of a {size} {color} {shape}",
+        "{color} {shape} ({size})",
+        "one {color} {shape} {position}",
+        "here is a {color} {shape}",
+        "a drawing with a {color} {shape} in it",
+        "a {size} {shape}, colored {color}",
+        "{position}: a {color} {shape}",
     ],
     "bn": [
         "{position} একটি {size} {color} {shape}",
@@ -167,8 +184,26 @@ TRAIN_TEMPLATES: dict[str, list[str]] = {
         "একটি {color} {shape}",
         "একটি {size} {color} {shape_gen} ছবি",
         "{position} একটি {size} {color} {shape} আছে",
+        "{color} {shape}",
+        "{position} {size} {color} {shape}",
+        "{color} রঙের একটি {shape}",
+        "{color} রঙের {shape}",
+        "{shape}, {color}",
+        "{shape}টির রঙ {color}",
+        "একটা {color} {shape} আঁকো",
+        "{size} {color} {shape_gen} একটি ছবি",
+        "{color} {shape} ({size})",
+        "{position} একটা {color} {shape}",
+        "এই যে একটি {color} {shape}",
+        "একটি আঁকায় একটা {color} {shape}",
+        "একটি {size} {shape}, রঙ {color}",
+        "{position}: একটি {color} {shape}",
     ],
 }
+
+#: How many of :data:`TRAIN_TEMPLATES` (the first ones) the course tokenizer's corpus and the first shapes-tiny run
+#: used. The tokenizer keeps that corpus: retraining it would change every checkpoint's token ids.
+BASE_TEMPLATES = 6
 
 #: Held-out prompt templates: never used for training captions, kept for zero-shot evaluation.
 EVAL_TEMPLATES: dict[str, list[str]] = {
@@ -181,6 +216,40 @@ EVAL_TEMPLATES: dict[str, list[str]] = {
         "একটি {color} {shape_gen} চিত্র",
         "এটি একটি {color} {shape}",
         "{position} একটি {size} {color} {shape} দেখা যাচ্ছে",
+    ],
+}
+
+#: Phrasings that neither template set uses: a stand-in for the words a student types, for the phrasing benchmark
+#: (tests/benchmarks/bench_phrasing.py) and its floor test. Never train on these, and never use them as prompts:
+#: they stay honest only while no model has seen them. Written before the phrasing fine-tune was measured.
+UNSEEN_PHRASINGS: dict[str, list[str]] = {
+    "en": [
+        "a picture showing one {color} {shape}",
+        "i see a {color} {shape}",
+        "look, a {color} {shape}!",
+        "{color} {shape} please",
+        "find the {color} {shape}",
+        "a {shape} that is {color}",
+        "show me a {color} {shape}",
+        "my {shape} is {color}",
+        "a {color} {shape} on a light background",
+        "this picture has a {color} {shape} in it",
+        "can you see the {color} {shape}?",
+        "a single {color} {shape}",
+    ],
+    "bn": [
+        "এখানে একটা {color} {shape}",
+        "আমি একটি {color} {shape} দেখছি",
+        "দেখো, একটা {color} {shape}!",
+        "{color} {shape} চাই",
+        "{color} রঙের {shape}টি খুঁজে দাও",
+        "একটি {shape}, যার রঙ {color}",
+        "আমাকে একটি {color} {shape} দেখাও",
+        "একটা {color} {shape} দেখতে পাচ্ছ?",
+        "হালকা পটভূমিতে একটি {color} {shape}",
+        "ছবিতে একটা {color} রঙের {shape} আছে",
+        "{shape}টা {color}",
+        "একখানা {color} {shape}",
     ],
 }
 
@@ -308,6 +377,39 @@ def caption(attrs: dict[str, str], lang: str = "en", template: str | None = None
         template = pool[0] if rng is None else rng.choice(pool)
     text = template.format(**_words(attrs, lang))
     return _fix_articles(text) if lang == "en" else text
+
+
+@functools.lru_cache(maxsize=None)
+def filler_words(lang: str) -> tuple[str, ...]:
+    """Everyday words of ``lang`` that name no Shapes attribute: the words of the course tokenizer's general text
+    (:data:`mmcore.tokenizer.GENERAL_EN` / ``GENERAL_BN``: cats, tea, rivers, ...), without punctuation, without the
+    lines that list colours, shapes or places (their words are synonyms of attributes), without any attribute word
+    of either language ("তারা" is both "star" and "they") and without any word of :data:`UNSEEN_PHRASINGS` (those
+    must stay unseen)."""
+    from .tokenizer import GENERAL_BN, GENERAL_EN  # imported here: only caption framing needs them
+
+    _check_choice("lang", lang, LANGS)
+    attribute_words = {w for table in (SHAPES, COLORS, SIZES, POSITIONS) for pair in table.items() for w in pair}
+    banned = attribute_words | {w.strip(".,!?():") for ps in UNSEEN_PHRASINGS.values() for p in ps for w in p.split()}
+    banned |= {"white", "brown", "stars", "সাদা"}  # colours the world does not draw (the background is whitish), plurals
+    text = GENERAL_EN.lower() if lang == "en" else GENERAL_BN
+    words: list[str] = []
+    for line in text.splitlines():
+        line_words = re.findall(r"[^\s.,:;!?\"()।০-৯0-9-]+", line)
+        if sum(w in attribute_words for w in line_words) > 2:
+            continue  # a word list about colours, shapes or places ("red, green, blue, ..."): synonyms of attributes
+        words += line_words
+    return tuple(sorted({w for w in words if w not in banned and len(w) > 1}))
+
+
+def frame_caption(text: str, lang: str, rng: random.Random, max_words: int = 3) -> str:
+    """``text`` with 1 to ``max_words`` everyday words (:func:`filler_words`) before it, after it, or both: a
+    training-time augmentation that teaches a text tower that words naming no attribute do not change the picture,
+    so a student's own sentence frame ("i think it is a red circle, right") still works."""
+    words = filler_words(lang)
+    before = [rng.choice(words) for _ in range(rng.randint(0, max_words))]
+    after = [rng.choice(words) for _ in range(rng.randint(0 if before else 1, max_words))]
+    return " ".join([*before, text, *after])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -500,7 +602,8 @@ class ShapesDataset:
 
 
 def caption_corpus(n: int = 20_000, seed: int = 0, langs: Sequence[str] = LANGS) -> list[str]:
-    """``n`` captions cycling through every template (training, evaluation, relation) of every language.
+    """``n`` captions cycling through the templates of every language: the base training templates (the first
+    :data:`BASE_TEMPLATES`, what the shipped course tokenizer was trained on), evaluation and relation templates.
 
     The attributes are drawn from all compositions, held-out ones included: the corpus teaches a tokenizer the
     words, not the images. Languages alternate in the order of ``langs``.
@@ -510,7 +613,7 @@ def caption_corpus(n: int = 20_000, seed: int = 0, langs: Sequence[str] = LANGS)
         raise ValueError("langs must name at least one language")
     for lang in langs:
         _check_choice("lang", lang, LANGS)
-    pools = {lang: [(t, False) for t in TRAIN_TEMPLATES[lang] + EVAL_TEMPLATES[lang]]
+    pools = {lang: [(t, False) for t in TRAIN_TEMPLATES[lang][:BASE_TEMPLATES] + EVAL_TEMPLATES[lang]]
              + [(t, True) for t in RELATION_TEMPLATES[lang]] for lang in langs}
     rng = random.Random(f"corpus:{seed}")
     corpus = []

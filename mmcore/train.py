@@ -49,17 +49,18 @@ from torch import Tensor, nn
 
 from . import get_device, quick_mode, set_seed
 from .clip import CLIP, CLIPConfig, clip_loss
-from .data import LANGS, caption, render, sample_attributes
+from .data import BASE_TEMPLATES, LANGS, TRAIN_TEMPLATES, caption, frame_caption, render, sample_attributes
 from .tokenizer import COURSE_DIR, BPETokenizer
 from .training import (add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads, default_threads,
                        parameter_groups, print_summary, progress_bar, run_card)
-from .weights import load_checkpoint
+from .weights import load_checkpoint, resolve_checkpoint, sha256_file
 from .zeroshot import eval_set, evaluate_zero_shot, images_to_tensor, text_to_image_recall
 
 __all__ = [
     "TrainConfig",
     "TrainHistory",
     "TrainResult",
+    "caption_templates",
     "shapes_batch",
     "gather_with_grad",
     "contrastive_loss",
@@ -91,6 +92,10 @@ class TrainConfig:
     eps: float = 1e-6  # AdamW epsilon
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: off)
     langs: tuple[str, ...] = LANGS  # caption languages: each sample draws one at random
+    templates: str = "all"  # caption templates: "all" of TRAIN_TEMPLATES, or "base" (the first BASE_TEMPLATES)
+    frame_prob: float = 0.0  # probability that a caption gets everyday words around it (mmcore.data.frame_caption)
+    init_from: str | None = None  # fine-tune: start from this checkpoint's weights (a path or "shapes-tiny")
+    freeze_image: bool = False  # train only the text tower and the temperature (image embeddings stay as they are)
     seed: int = 0  # model initialisation and the data stream
     eval_every: int = 100  # zero-shot evaluation on the held-out compositions every this many steps (0: only at the end)
     eval_images: int = 480  # held-out images in that evaluation
@@ -132,19 +137,33 @@ class TrainResult(NamedTuple):
 # ------------------------------------------------------------------------------------------- the pure pieces
 
 
+def caption_templates(lang: str, templates: str = "all") -> list[str]:
+    """The training templates of ``lang``: ``"all"`` of :data:`mmcore.data.TRAIN_TEMPLATES` or ``"base"``, the
+    first :data:`mmcore.data.BASE_TEMPLATES` (what the first 1,500 steps of shapes-tiny were trained on)."""
+    if templates not in ("all", "base"):
+        raise ValueError(f"templates must be 'all' or 'base'; got {templates!r}")
+    return TRAIN_TEMPLATES[lang] if templates == "all" else TRAIN_TEMPLATES[lang][:BASE_TEMPLATES]
+
+
 def shapes_batch(seed: int, step: int, indices: Sequence[int], image_size: int = 32,
-                 langs: Sequence[str] = LANGS) -> tuple[list, list[str]]:
+                 langs: Sequence[str] = LANGS, templates: str = "all",
+                 frame_prob: float = 0.0) -> tuple[list, list[str]]:
     """Samples ``indices`` of training step ``step``: ``(PIL images, captions)``.
 
     Sample i of step s is a pure function of (seed, s, i): fresh training compositions, a random caption
-    language and training template, and a freshly rendered image. DDP processes each draw their own slice of
-    the same global batch.
+    language and training template (:func:`caption_templates`), with probability ``frame_prob`` everyday words
+    around the caption (:func:`mmcore.data.frame_caption`), and a freshly rendered image. DDP processes each draw
+    their own slice of the same global batch.
     """
     images, captions = [], []
     for i in indices:
         rng = random.Random(f"train:{seed}:{step}:{i}")
         attrs = sample_attributes(rng, "train")
-        captions.append(caption(attrs, rng.choice(list(langs)), rng=rng))
+        lang = rng.choice(list(langs))
+        text = caption(attrs, lang, template=rng.choice(caption_templates(lang, templates)))
+        if frame_prob:  # (no draw at all when off: the stream of the first shapes-tiny run stays as it was)
+            text = frame_caption(text, lang, rng) if rng.random() < frame_prob else text
+        captions.append(text)
         images.append(render(attrs, image_size, rng))
     return images, captions
 
@@ -285,9 +304,10 @@ def tokenizer_card_path(checkpoint: str | os.PathLike) -> str:
 
 def _save(path: str | os.PathLike, model: CLIP, optimizer: torch.optim.Optimizer | None, names: Sequence[str],
           cfg: TrainConfig, step: int, history: TrainHistory, metrics: dict[str, float], command: str,
-          seconds: float) -> Path:
+          seconds: float, base: dict[str, Any] | None = None) -> Path:
+    extra = {"base": base} if base else {}  # a fine-tune records the checkpoint it started from
     card = run_card({**asdict(cfg), "resume": None}, command, seconds, metrics, asdict(history), step=step,
-                    tokenizer=tokenizer_card_path(path))
+                    tokenizer=tokenizer_card_path(path), **extra)
     path = model.save(path, **card)
     if optimizer is not None and cfg.save_optimizer:
         save_optimizer_state(_optimizer_path(path), optimizer, names)
@@ -364,11 +384,22 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
 
     tokenizer = BPETokenizer.course()
     set_seed(cfg.seed)
+    base: dict[str, Any] | None = None  # what a fine-tune started from, for its card
+    if model is None and cfg.init_from:
+        from .clip import SHAPES_TINY, load
+
+        init_path = resolve_checkpoint(cfg.init_from, "shapes-tiny", SHAPES_TINY, "CLIP checkpoint", "python -m mmcore.train clip")
+        model = load(init_path, device="cpu")[0]
+        base_card = load_checkpoint(init_path)[1]
+        base = {"sha256": sha256_file(init_path), "command": base_card.get("command"),
+                "metrics": base_card.get("metrics"), "created": base_card.get("created")}
     if model is None:
         preset = getattr(CLIPConfig, cfg.preset)
         model = CLIP(preset(vocab_size=tokenizer.vocab_size, eot_token=tokenizer.eot_token,
                             context_length=tokenizer.context_length))
     model = model.to(device).train()
+    if cfg.freeze_image:  # locked-image tuning (LiT): the image tower and its embeddings stay exactly as they are
+        model.visual.requires_grad_(False)
     groups = parameter_groups(model, cfg.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     name_of = {id(p): n for n, p in model.named_parameters()}
@@ -417,7 +448,8 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        pil, captions = shapes_batch(cfg.seed, step, my_slice, model.cfg.image_size, cfg.langs)
+        pil, captions = shapes_batch(cfg.seed, step, my_slice, model.cfg.image_size, cfg.langs, cfg.templates,
+                                     cfg.frame_prob)
         images = images_to_tensor(pil, model.cfg.image_size).to(device)  # (b, 3, S, S)
         tokens = tokenizer(captions).to(device)  # (b, T)
         loss, scale = train_step(net, optimizer, images, tokens, cfg.grad_clip)
@@ -438,7 +470,7 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
                 bar.set_postfix(shown, refresh=False)
                 bar.update(1)
             if cfg.out and cfg.save_every and step % cfg.save_every == 0:
-                _save(cfg.out, model, optimizer, names, cfg, step, history, {}, command, time.perf_counter() - t0)
+                _save(cfg.out, model, optimizer, names, cfg, step, history, {}, command, time.perf_counter() - t0, base)
 
     if bar is not None:
         bar.close()
@@ -455,7 +487,7 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
         metrics["steps"] = float(step)
         metrics["train_minutes"] = seconds / 60
         if cfg.out:
-            path = _save(cfg.out, model, optimizer, names, cfg, step, history, metrics, command, seconds)
+            path = _save(cfg.out, model, optimizer, names, cfg, step, history, metrics, command, seconds, base)
     if world > 1:
         dist.barrier()
     return TrainResult(model, history, metrics, path)
@@ -463,7 +495,7 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
 
 # ---------------------------------------------------------------------------------------------- command line
 
-_OPTIONAL_TYPES = {"max_minutes": float, "out": str, "resume": str, "threads": int}  # fields whose default is None
+_OPTIONAL_TYPES = {"max_minutes": float, "out": str, "resume": str, "init_from": str, "threads": int}  # fields whose default is None
 
 
 def _parser() -> argparse.ArgumentParser:

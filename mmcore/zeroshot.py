@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .clip import CLIP, Preprocess, zero_shot_classifier
-from .data import COLORS, EVAL_TEMPLATES, POSITIONS, SHAPES, SIZES, caption, render, sample_attributes
+from .data import COLORS, EVAL_TEMPLATES, LANGS, POSITIONS, SHAPES, SIZES, UNSEEN_PHRASINGS, caption, render, sample_attributes
 from .search import distinct_attributes, recall_at_k, relevant_items
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "zero_shot_accuracy",
     "evaluate_zero_shot",
     "text_to_image_recall",
+    "phrasing_report",
 ]
 
 #: Every (shape, colour) class, in table order: the joint zero-shot task has 6 x 8 = 48 classes.
@@ -180,3 +181,34 @@ def text_to_image_recall(
         image_emb = _encode_images(model, images)  # (N, E)
     relevant = [relevant_items(attributes, **attrs) for attrs in queries]  # per query: the correct images
     return recall_at_k(query_emb, image_emb, relevant, ks)
+
+
+@torch.no_grad()
+def phrasing_report(
+    model: CLIP,
+    tokenizer: Callable[..., Tensor],
+    images: Tensor,
+    attributes: Sequence[dict[str, str]],
+    phrasings: dict[str, Sequence[str]] = UNSEEN_PHRASINGS,
+    langs: Sequence[str] = LANGS,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Does the phrasing matter? Zero-shot accuracy with each phrasing alone as the prompt (no ensembling):
+    ``report[lang][phrasing] = {"joint", "shape", "color"}``. The default phrasings are
+    :data:`mmcore.data.UNSEEN_PHRASINGS`, which no training caption or prompt template uses."""
+    with eval_mode(model):
+        image_emb = _encode_images(model, images)  # (N, E): encoded once for every phrasing
+    truth = [(a["shape"], a["color"]) for a in attributes]
+    report: dict[str, dict[str, dict[str, float]]] = {}
+    for lang in langs:
+        report[lang] = {}
+        for phrasing in phrasings[lang]:
+            with eval_mode(model):
+                weights = shapes_classifier(model, tokenizer, lang, CLASSES, [phrasing])  # (E, C)
+            predicted = [CLASSES[p] for p in (image_emb @ weights.to(image_emb.device)).argmax(dim=1).tolist()]
+            n = len(truth)
+            report[lang][phrasing] = {
+                "joint": sum(p == t for p, t in zip(predicted, truth)) / n,
+                "shape": sum(p[0] == t[0] for p, t in zip(predicted, truth)) / n,
+                "color": sum(p[1] == t[1] for p, t in zip(predicted, truth)) / n,
+            }
+    return report

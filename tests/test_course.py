@@ -51,6 +51,28 @@ def test_code_cells_are_identical_in_both_languages(kind):
         assert cells(load(en), "code") == cells(load(bn), "code"), f"{kind}/{name}: code differs between en and bn"
 
 
+BN_DIGITS = str.maketrans("০১২৩৪৫৬৭৮৯", "0123456789")
+
+
+def heading_outline(nb: dict) -> list[tuple[int, str | None]]:
+    """(level, section number or None) of every markdown heading: "## 3. Zero-shot" and "## ৩. জিরো-শট" -> (2, "3")."""
+    outline = []
+    for source in cells(nb, "markdown"):
+        for level, text in re.findall(r"^(#{1,6}) (.*)$", source, re.M):
+            number = re.match(r"([0-9০-৯]+(?:\.[0-9০-৯]+)*)\.? ", text)
+            outline.append((len(level), number.group(1).translate(BN_DIGITS) if number else None))
+    return outline
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bengali_twins_have_every_heading_of_the_english_ones(kind):
+    """Same section headings, same levels, same numbers (Bengali numerals count), in the same order."""
+    for name, en in notebooks(kind, "en").items():
+        bn = notebooks(kind, "bn")[name]
+        assert heading_outline(load(bn)) == heading_outline(load(en)), f"{kind}/{name}: headings differ"
+    assert heading_outline({"cells": [{"cell_type": "markdown", "source": "## ৩. জিরো-শট\n### ছোট"}]}) == [(2, "3"), (3, None)]
+
+
 @pytest.mark.parametrize("path", ALL, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}/{p.name}")
 def test_notebook_is_clean_small_and_ran_without_errors(path):
     nb = load(path)

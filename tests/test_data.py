@@ -353,3 +353,40 @@ def test_sample_photos_are_rgb_with_bilingual_labels():
 
 def test_load_image_is_reexported():
     assert data.load_image is images.load_image and data.ImageLoadError is images.ImageLoadError
+
+
+def test_unseen_phrasings_are_in_neither_template_set():
+    """The phrasing benchmark's stand-in for a student's own words must stay unseen by training and prompts."""
+    def frame(template: str) -> str:
+        return re.sub(r"[^\w{} ]", "", template.lower()).strip()
+
+    for lang in ("en", "bn"):
+        unseen = {frame(t) for t in data.UNSEEN_PHRASINGS[lang]}
+        assert len(unseen) == len(data.UNSEEN_PHRASINGS[lang]) >= 10
+        used = {frame(t) for t in TRAIN_TEMPLATES[lang] + EVAL_TEMPLATES[lang]}
+        assert not unseen & used, unseen & used
+        for template in data.UNSEEN_PHRASINGS[lang]:
+            assert "{shape}" in template and "{color}" in template
+
+
+def test_the_first_training_templates_are_the_base_set():
+    assert data.BASE_TEMPLATES == 6 and len(TRAIN_TEMPLATES["en"]) >= 3 * data.BASE_TEMPLATES
+    assert TRAIN_TEMPLATES["en"][0] == "a {size} {color} {shape} {position}"  # caption()'s default, unchanged
+    assert TRAIN_TEMPLATES["bn"][data.BASE_TEMPLATES - 1] == "{position} একটি {size} {color} {shape} আছে"
+
+
+@pytest.mark.parametrize("lang", ["en", "bn"])
+def test_filler_words_name_no_attribute_and_no_unseen_word(lang):
+    words = set(data.filler_words(lang))
+    assert len(words) > 100
+    attribute_words = {w for table in TABLES.values() for pair in table.items() for w in pair}
+    unseen = {w.strip(".,!?():") for p in data.UNSEEN_PHRASINGS[lang] for w in p.split()}
+    assert not words & attribute_words and not words & unseen
+    assert "তারা" not in data.filler_words("bn")  # "they", but also the star
+    rng = random.Random(0)
+    for _ in range(50):
+        framed = data.frame_caption("a red circle" if lang == "en" else "একটি লাল বৃত্ত", lang, rng)
+        extra = framed.replace("a red circle" if lang == "en" else "একটি লাল বৃত্ত", " ").split()
+        assert 1 <= len(extra) <= 6 and all(w in words for w in extra)
+    with pytest.raises(ValueError):
+        data.filler_words("xx")
