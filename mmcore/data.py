@@ -384,13 +384,14 @@ def filler_words(lang: str) -> tuple[str, ...]:
     """Everyday words of ``lang`` that name no Shapes attribute: the words of the course tokenizer's general text
     (:data:`mmcore.tokenizer.GENERAL_EN` / ``GENERAL_BN``: cats, tea, rivers, ...), without punctuation, without the
     lines that list colours, shapes or places (their words are synonyms of attributes), without any attribute word
-    of either language ("তারা" is both "star" and "they") and without any word of :data:`UNSEEN_PHRASINGS` (those
-    must stay unseen)."""
+    of either language ("তারা" is both "star" and "they") and without any word of :data:`UNSEEN_PHRASINGS` or
+    :data:`EVAL_TEMPLATES` (those must stay unseen: "এটি" + "একটি লাল বৃত্ত" would be an evaluation prompt)."""
     from .tokenizer import GENERAL_BN, GENERAL_EN  # imported here: only caption framing needs them
 
     _check_choice("lang", lang, LANGS)
     attribute_words = {w for table in (SHAPES, COLORS, SIZES, POSITIONS) for pair in table.items() for w in pair}
-    banned = attribute_words | {w.strip(".,!?():") for ps in UNSEEN_PHRASINGS.values() for p in ps for w in p.split()}
+    kept_unseen = [t for table in (UNSEEN_PHRASINGS, EVAL_TEMPLATES) for ts in table.values() for t in ts]
+    banned = attribute_words | {w.strip(".,!?():") for t in kept_unseen for w in t.split()}
     banned |= {"white", "brown", "stars", "সাদা"}  # colours the world does not draw (the background is whitish), plurals
     text = GENERAL_EN.lower() if lang == "en" else GENERAL_BN
     words: list[str] = []

@@ -96,7 +96,8 @@ def parse_prompts(text: str) -> list[tuple[str, float]]:
     """``"a red circle:1 | blue:-0.5"`` -> ``[("a red circle", 1.0), ("blue", -0.5)]``.
 
     Prompts are separated by ``|``; each may end in ``:weight`` (a number; default 1). A negative weight pushes
-    the image away from that text. Works for any language (``"একটি লাল বৃত্ত:2"``). Raises ``ValueError`` for an
+    the image away from that text. A colon followed by a phrase (``"on the left: a red circle"``) is part of the
+    prompt, not a weight. Works for any language (``"একটি লাল বৃত্ত:2"``). Raises ``ValueError`` for an
     empty prompt, a weight that is not a finite number, or when no weight is positive (nothing to move towards).
     """
     if not isinstance(text, str):
@@ -106,7 +107,7 @@ def parse_prompts(text: str) -> list[tuple[str, float]]:
     prompts: list[tuple[str, float]] = []
     for i, part in enumerate(text.split("|")):
         body, weight = part.strip(), 1.0
-        if ":" in body:
+        if ":" in body and len(body.rpartition(":")[2].split()) < 2:  # "...:2"; "left: a red circle" is all text
             body, _, raw = body.rpartition(":")
             body = body.strip()
             try:

@@ -26,6 +26,11 @@ def test_parse_weighted_prompts():
     assert parse_prompts("x:1e-1") == [("x", 0.1)]
 
 
+def test_a_colon_before_a_phrase_is_text_not_a_weight():
+    assert parse_prompts("on the left: a red circle") == [("on the left: a red circle", 1.0)]
+    assert parse_prompts("বাঁদিকে: একটি লাল বৃত্ত | নীল:-1") == [("বাঁদিকে: একটি লাল বৃত্ত", 1.0), ("নীল", -1.0)]
+
+
 def test_parse_bengali_prompts():
     assert parse_prompts("একটি লাল বৃত্ত") == [("একটি লাল বৃত্ত", 1.0)]
     assert parse_prompts("একটি লাল বৃত্ত:2 | নীল:-1") == [("একটি লাল বৃত্ত", 2.0), ("নীল", -1.0)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import tempfile
 from dataclasses import replace
@@ -18,9 +19,11 @@ import mmcore.clip
 from mmcore.clip import CLIP, CLIPConfig, clip_loss
 from mmcore.data import HELDOUT, TRAIN_TEMPLATES, caption
 from mmcore.tokenizer import COURSE_DIR, BPETokenizer
+from mmcore.weights import sha256_file
 from mmcore.train import (
     TrainConfig,
     _parser,
+    caption_templates,
     contrastive_loss,
     gather_with_grad,
     load_optimizer_state,
@@ -125,7 +128,41 @@ def test_training_captions_are_bilingual_and_never_use_eval_templates_or_heldout
     eval_words = ("picture", "this is", "can be seen", "চিত্র", "এটি", "দেখা যাচ্ছে")
     assert not any(w in c for c in captions for w in eval_words)
     for shape, color in HELDOUT:
-        assert not any(f"{color} {shape}" in c for c in captions)
+        assert not any(re.search(rf"\b{color} {shape}\b", c) for c in captions)  # ("yellow-colored star": no red star)
+
+
+def test_base_templates_replay_the_stream_of_the_first_shapes_tiny_run():
+    """templates="base" draws exactly what the first 1,500 steps of shapes-tiny saw (captured before the phrasing
+    templates existed), so `make checkpoints` can still reproduce that run."""
+    assert shapes_batch(0, 3, range(6), 8, templates="base")[1] == [
+        "a large blue triangle", "উপরে একটি বড় বেগুনি বর্গ আছে", "একটি ছোট সবুজ যোগচিহ্ন", "উপরে একটি কমলা বর্গ",
+        "মাঝখানে একটি বেগুনি হৃদয়", "একটি বড় হলুদ বর্গের ছবি"]
+    assert caption_templates("en", "base") == TRAIN_TEMPLATES["en"][:6]
+    with pytest.raises(ValueError, match="'all' or 'base'"):
+        caption_templates("en", "some")
+
+
+def test_varied_and_framed_captions():
+    _, captions = shapes_batch(0, 0, range(400), 8, frame_prob=0.5)
+    assert len(set(captions)) > 300  # phrasings, word orders, everyday words around them
+    assert any(c.startswith("draw ") for c in captions) and any("রঙের" in c for c in captions)
+    assert shapes_batch(0, 0, range(50), 8)[1] != shapes_batch(0, 0, range(50), 8, frame_prob=0.5)[1]
+
+
+def test_fine_tune_with_a_frozen_image_tower_records_its_base(tmp_path):
+    base = tmp_path / "base.safetensors"
+    train_clip(replace(FAST, steps=2, out=str(base), save_optimizer=False), device="cpu")
+    out = tmp_path / "tuned.safetensors"
+    tuned = train_clip(replace(FAST, steps=2, init_from=str(base), freeze_image=True, out=str(out)), device="cpu")
+    before, _, _ = mmcore.clip.load(base, device="cpu")
+    after = tuned.model.state_dict()
+    for name, p in before.state_dict().items():
+        same = torch.equal(p, after[name])
+        assert same == name.startswith("visual."), name  # the image tower is locked, the rest learnt
+    card = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert card["base"]["sha256"] == sha256_file(base) and card["base"]["command"].startswith("mmcore.train.train_clip(")
+    with pytest.raises(ValueError, match="unknown CLIP checkpoint"):
+        train_clip(replace(FAST, init_from=str(tmp_path / "missing.safetensors")), device="cpu")
 
 
 # ------------------------------------------------------------------------------------------------------ loss

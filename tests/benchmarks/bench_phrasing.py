@@ -1,0 +1,127 @@
+"""Does the phrasing matter? CLIP zero-shot and the three generators on prompts written the way people type them.
+
+Run it as a script: ``python tests/benchmarks/bench_phrasing.py [--seeds 2026 7 11] [--guided 1] [--threads 2]
+[--skip-generators] [--compare-clip PATH]``. It has no ``test_*`` function, so pytest does not collect it.
+
+Every prompt comes from :data:`mmcore.data.UNSEEN_PHRASINGS`: 12 phrasings per language that no training caption
+and no prompt template uses ("i see a red circle", "দেখো, একটা লাল বৃত্ত!", ...), each used alone.
+
+1. **CLIP** (``shapes-tiny``): zero-shot over the 48 (shape, colour) classes on 600 pictures of the *held-out*
+   compositions per seed, one phrasing at a time (no prompt ensembling): joint, shape and colour accuracy per
+   phrasing and language, and the mean and the worst phrasing. ``--compare-clip PATH`` reports another CLIP
+   checkpoint the same way, in the same run (e.g. the checkpoint before the phrasing fine-tune, from git history:
+   ``git show <commit>:data/checkpoints/shapes-tiny.safetensors > runs/old.safetensors``; it is read with the
+   course tokenizer).
+2. **Generators**, one picture per prompt, no re-ranking, refereed by the independent judge (:mod:`mmcore.judge`:
+   clean, right shape, right colour): for 6 seen and the 6 held-out (shape, colour) pairs, DALL-E and unCLIP draw every
+   phrasing of both languages (288 pictures each); VQGAN+CLIP, which optimises each picture (seconds per picture),
+   draws ``--guided`` phrasings per pair and language, cycling through the phrasings. Fidelity seen / held-out /
+   their mean, per language, and seconds per picture, measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for a plain checkout
+
+import torch  # noqa: E402
+
+from mmcore import clip as clip_module  # noqa: E402
+from mmcore import dalle, guided, judge, unclip  # noqa: E402
+from mmcore.data import HELDOUT, LANGS, UNSEEN_PHRASINGS, caption  # noqa: E402
+from mmcore.judge import matches  # noqa: E402
+from mmcore.tokenizer import BPETokenizer  # noqa: E402
+from mmcore.train_dalle import seen_pairs  # noqa: E402
+from mmcore.weights import load_checkpoint  # noqa: E402
+from mmcore.zeroshot import eval_set, phrasing_report  # noqa: E402
+
+
+def prompt(phrasing: str, shape: str, color: str, lang: str) -> str:
+    return caption({"shape": shape, "color": color, "size": "small", "position": "center"}, lang, template=phrasing)
+
+
+def clip_phrasing(name: str, model: Any, tokenizer: Any, seeds: list[int]) -> None:
+    print(f"CLIP {name}: held-out compositions, 600 pictures per seed, seeds {seeds}, each phrasing alone")
+    runs = [phrasing_report(model, tokenizer, *eval_set("heldout", 600, seed)) for seed in seeds]
+    for lang in LANGS:
+        rows = []
+        for phrasing in UNSEEN_PHRASINGS[lang]:
+            joint = [r[lang][phrasing]["joint"] for r in runs]
+            shape = min(r[lang][phrasing]["shape"] for r in runs)
+            color = min(r[lang][phrasing]["color"] for r in runs)
+            rows.append((statistics.mean(joint), min(joint), shape, color, phrasing))
+        for mean, low, shape, color, phrasing in rows:
+            print(f"  {lang}  joint {mean:6.1%} (worst seed {low:6.1%})  shape {shape:6.1%}  colour {color:6.1%}  {phrasing}")
+        means = [r[0] for r in rows]
+        print(f"  {lang}  mean over phrasings {statistics.mean(means):6.1%}, worst phrasing {min(means):6.1%}, "
+              f"worst shape {min(r[2] for r in rows):6.1%}, worst colour {min(r[3] for r in rows):6.1%}")
+
+
+def generator_fidelity(name: str, make: Callable[[str, int], Any], referee: judge.Judge, pairs: list[tuple[str, str]],
+                       per_pair: int | None) -> None:
+    """``make(prompt, seed) -> PIL image``; ``per_pair`` phrasings per pair and language (None: all of them)."""
+    hits: dict[tuple[str, bool], list[bool]] = {}
+    count, t0 = 0, time.perf_counter()
+    for lang in LANGS:
+        phrasings = UNSEEN_PHRASINGS[lang]
+        for k, (shape, color) in enumerate(pairs):
+            chosen = phrasings if per_pair is None else [phrasings[(k * per_pair + j) % len(phrasings)]
+                                                         for j in range(per_pair)]
+            for j, phrasing in enumerate(chosen):
+                image = make(prompt(phrasing, shape, color, lang), 1000 * k + j)
+                ok = matches(referee.predict([image])[0], {"shape": shape, "color": color})
+                hits.setdefault((lang, (shape, color) in HELDOUT), []).append(ok)
+                count += 1
+    seconds = (time.perf_counter() - t0) / count
+    parts = []
+    for lang in LANGS:
+        seen, held = hits[(lang, False)], hits[(lang, True)]
+        s, h = sum(seen) / len(seen), sum(held) / len(held)
+        parts.append(f"{lang}: seen {s:6.1%} held-out {h:6.1%} mean {(s + h) / 2:6.1%}")
+    everything = [x for v in hits.values() for x in v]
+    seen_all = [x for (lang, held), v in hits.items() if not held for x in v]
+    held_all = [x for (lang, held), v in hits.items() if held for x in v]
+    mean = (sum(seen_all) / len(seen_all) + sum(held_all) / len(held_all)) / 2
+    print(f"  {name:11s} {' | '.join(parts)} | both: mean {mean:6.1%} of {len(everything)} pictures, "
+          f"{seconds:.2f} s/picture")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2026, 7, 11], help="evaluation streams for CLIP")
+    parser.add_argument("--guided", type=int, default=1, help="VQGAN+CLIP phrasings per pair and language")
+    parser.add_argument("--skip-generators", action="store_true")
+    parser.add_argument("--compare-clip", type=Path, help="another CLIP checkpoint (course tokenizer) to report")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    model, _, tokenizer = clip_module.load("shapes-tiny", device="cpu")
+    clip_phrasing("shapes-tiny (shipped)", model, tokenizer, args.seeds)
+    if args.compare_clip:
+        sd, card = load_checkpoint(args.compare_clip)
+        other = clip_module.CLIP(clip_module.CLIPConfig.from_dict(card["config"]))
+        other.load_state_dict(sd)
+        clip_phrasing(f"{args.compare_clip}", other.eval(), BPETokenizer.course(), args.seeds)
+    if args.skip_generators:
+        return
+
+    referee = judge.load()
+    pairs = seen_pairs(6) + sorted(HELDOUT)
+    print(f"generators: judged fidelity, one picture per prompt, no re-ranking; {len(pairs)} pairs "
+          f"({len(HELDOUT)} held-out), phrasings of both languages")
+    dalle_model = dalle.load("shapes-dalle", device="cpu")
+    unclip_model = unclip.load("shapes-unclip", device="cpu")
+    guided.generate("a red circle", steps=1)  # load the default models once, outside the timing
+    generator_fidelity("DALL-E", lambda p, s: dalle_model.generate(p, n=1, seed=s)[0], referee, pairs, None)
+    generator_fidelity("unCLIP", lambda p, s: unclip_model.generate(p, n=1, seed=s)[0], referee, pairs, None)
+    generator_fidelity("VQGAN+CLIP", lambda p, s: guided.generate(p, seed=s).image, referee, pairs, args.guided)
+
+
+if __name__ == "__main__":
+    main()
