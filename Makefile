@@ -52,7 +52,11 @@ lessons: $(STAMP)
 # The same command is recorded in each checkpoint's card (data/checkpoints/*.md, *.json).
 checkpoints: $(STAMP)
 	$(PY) -m mmcore.train clip --preset tiny --steps 1500 --batch-size 256 --lr 1e-3 --seed 0 --threads 1 \
-		--no-save-optimizer --out data/checkpoints/shapes-tiny.safetensors
+		--templates base --no-save-optimizer --out data/checkpoints/shapes-tiny.safetensors
+# the phrasing fine-tune: every training template, captions framed by everyday words, image tower locked (2 minutes)
+	$(PY) -m mmcore.train clip --init-from shapes-tiny --freeze-image --templates all --frame-prob 0.3 --steps 800 \
+		--batch-size 256 --lr 3e-4 --warmup-steps 50 --eval-every 100 --seed 1 --threads 2 --no-save-optimizer \
+		--no-progress --out data/checkpoints/shapes-tiny.safetensors
 	$(PY) -m mmcore.train_judge --steps 2000 --threads 1 --out data/checkpoints/shapes-judge.safetensors
 	$(PY) -m mmcore.train_vqgan --steps 1800 --batch-size 32 --lr 1e-3 --disc-weight 0.1 --disc-start 0.5 --seed 0 \
 		--threads 1 --out data/checkpoints/shapes-vqgan.safetensors

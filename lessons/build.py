@@ -15,6 +15,7 @@ the outputs without volatile metadata.
 
     python lessons/build.py                 # write every notebook; outputs are kept where the code is unchanged
     python lessons/build.py --execute 00    # write and execute the notebooks whose name starts with 00
+    python lessons/build.py --check 02      # quick-mode run of both twins, nothing written: errors, output language
 """
 from __future__ import annotations
 
@@ -99,13 +100,17 @@ if "google.colab" in sys.modules:
     sys.path.insert(0, "/content/course")"""
 
 
+PARAMETERS_CELL = '# The language of everything this notebook prints or draws (papermill\'s "parameters" cell).\nLANG = "{lang}"'
+
+
 def colab_url(repo: str, kind: str, lang: str, stem: str) -> str:
     path = repo.removeprefix("https://github.com/")
     return f"https://colab.research.google.com/github/{path}/blob/main/{kind}/{lang}/{stem}.ipynb"
 
 
 def to_notebook(cells: list[Cell], lang: str, kind: str, stem: str, repo: str) -> nbformat.NotebookNode:
-    """One language's notebook: its prose, the shared code, a Colab badge and the Colab set-up cell."""
+    """One language's notebook: its prose, the shared code, a Colab badge, the Colab set-up cell and the
+    ``parameters`` cell (``LANG = "en"`` or ``"bn"``), the only code that differs between the twins."""
     nb = nbformat.v4.new_notebook()
     nb.metadata = {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
@@ -116,8 +121,10 @@ def to_notebook(cells: list[Cell], lang: str, kind: str, stem: str, repo: str) -
     if first_title.kind != "markdown":
         raise ValueError(f"{stem}: a notebook starts with its title (a markdown cell)")
     badge = COLAB_BADGE[lang].format(url=colab_url(repo, kind, lang, stem))
+    parameters = nbformat.v4.new_code_cell(PARAMETERS_CELL.format(lang=lang))
+    parameters.metadata["tags"] = ["parameters"]  # the one code cell that differs between the twins
     out = [nbformat.v4.new_markdown_cell(first_title.source + "\n\n" + badge),
-           nbformat.v4.new_code_cell(SETUP_CELL.format(url=repo))]
+           nbformat.v4.new_code_cell(SETUP_CELL.format(url=repo)), parameters]
     for cell in picked[1:]:
         make = nbformat.v4.new_markdown_cell if cell.kind == "markdown" else nbformat.v4.new_code_cell
         out.append(make(cell.source))
@@ -138,14 +145,22 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
-def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 1800) -> nbformat.NotebookNode:
-    """Run a notebook top to bottom as a student would (a normal run: MMCORE_QUICK unset)."""
+def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 1800, quick: bool = False) -> nbformat.NotebookNode:
+    """Run a notebook top to bottom as a student would (a normal run: MMCORE_QUICK unset; ``quick``: set)."""
     from nbclient import NotebookClient
 
-    os.environ.pop("MMCORE_QUICK", None)
+    if quick:
+        os.environ["MMCORE_QUICK"] = "1"
+    else:
+        os.environ.pop("MMCORE_QUICK", None)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
     client.execute()
     return nb
+
+
+def is_parameters(cell: nbformat.NotebookNode) -> bool:
+    """Whether ``cell`` is the ``parameters`` cell (``LANG = ...``) that the builder writes."""
+    return "parameters" in cell.get("metadata", {}).get("tags", [])
 
 
 def keep_outputs(nb: nbformat.NotebookNode, old_path: Path) -> bool:
@@ -154,13 +169,53 @@ def keep_outputs(nb: nbformat.NotebookNode, old_path: Path) -> bool:
     if not old_path.exists():
         return False
     old = nbformat.read(old_path, as_version=4)
-    new_code = [c for c in nb.cells if c.cell_type == "code"]
-    old_code = [c for c in old.cells if c.cell_type == "code"]
+    new_code = [c for c in nb.cells if c.cell_type == "code" and not is_parameters(c)]
+    old_code = [c for c in old.cells if c.cell_type == "code" and not is_parameters(c)]
     if [c.source for c in new_code] != [c.source for c in old_code]:
         return False
     for new, previous in zip(new_code, old_code):
         new.outputs, new.execution_count = previous.outputs, previous.execution_count
     return True
+
+
+def printed_text(nb: nbformat.NotebookNode) -> str:
+    """What a notebook printed (streams and plain-text results; no figures, no widgets)."""
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                parts.append(out["text"])
+            elif "text/plain" in out.get("data", {}) and not any(
+                    k.startswith(("image/", "application/vnd.jupyter.widget")) for k in out["data"]):
+                parts.append(out["data"]["text/plain"])
+    return "\n".join(parts)
+
+
+def check(kind: str, stem: str) -> bool:
+    """Execute both twins in quick mode without writing them; report errors and the language of the printed output
+    (a Bengali notebook must print >= 50 % Bengali letters, tests/test_course.py)."""
+    from nbclient.exceptions import CellExecutionError
+
+    sys.path.insert(0, str(ROOT))
+    from mmcore.lang import bengali_share
+
+    source = ROOT / kind / "src" / f"{stem}.md"
+    cells = parse(source.read_text(encoding="utf-8"), str(source))
+    ok = True
+    for lang in LANGS:
+        nb = to_notebook(cells, lang, kind, stem, repository_url())
+        try:
+            execute(nb, ROOT / kind / lang, quick=True)
+        except CellExecutionError as error:
+            print(f"FAILED {kind}/{lang}/{stem}:\n{str(error)[-2500:]}")
+            ok = False
+            continue
+        share = bengali_share(printed_text(nb))
+        good = share >= 0.5 if lang == "bn" else share < 0.5
+        ok &= good
+        print(f"{'ok  ' if good else 'LANG'} {kind}/{lang}/{stem}: ran in quick mode; {share:.0%} of the printed letters "
+              f"are Bengali")
+    return ok
 
 
 def build(kind: str, stem: str, run: bool) -> list[Path]:
@@ -187,14 +242,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("prefixes", nargs="*", help="build only sources whose name starts with one of these")
     parser.add_argument("--execute", action="store_true", help="run each notebook and store its outputs")
     parser.add_argument("--kind", choices=KINDS, help="build only lessons or only solutions")
+    parser.add_argument("--check", action="store_true",
+                        help="only execute both twins in quick mode (nothing is written): errors and output language")
     args = parser.parse_args(argv)
+    failed = False
     for kind in [args.kind] if args.kind else KINDS:
         for source in sorted((ROOT / kind / "src").glob("*.md")):
             if args.prefixes and not any(source.stem.startswith(p) for p in args.prefixes):
                 continue
+            if args.check:
+                failed |= not check(kind, source.stem)
+                continue
             for path in build(kind, source.stem, args.execute):
                 print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size / 1024:.0f} KB)")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from .data import COLOR_RGB, COLORS, POSITIONS, SHAPES, SIZES, render
+from .lang import word
 from .weights import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -469,14 +470,15 @@ def matches(prediction: dict[str, Any], wanted: dict[str, str], require_clean: b
     return all(prediction[key] == value for key, value in wanted.items())
 
 
-def verdict(prediction: dict[str, Any], wanted: dict[str, str]) -> str:
-    """A short caption for one judged image: ``"ok"``, ``"wrong shape+color"``, or ``"not clean: <check>"``."""
+def verdict(prediction: dict[str, Any], wanted: dict[str, str], lang: str = "en") -> str:
+    """A short caption for one judged image in ``lang``: ``"ok"``, ``"wrong shape+colour"``, or
+    ``"not clean: <check>"`` (Bengali: ``"ঠিক"``, ``"ভুল আকৃতি+রং"``, ``"অপরিচ্ছন্ন: <check>"``)."""
     if matches(prediction, wanted):
-        return "ok"
+        return word("ok", lang)
     wrong = [k for k in wanted if prediction[k] != wanted[k]]
     if wrong:
-        return "wrong " + "+".join(wrong)
-    return "not clean: " + (prediction["reasons"][0].split(":")[0] if prediction["reasons"] else "?")
+        return word("wrong", lang) + " " + "+".join(word(k, lang) for k in wrong)
+    return word("not clean", lang) + ": " + (prediction["reasons"][0].split(":")[0] if prediction["reasons"] else "?")
 
 
 class Judge:

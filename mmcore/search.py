@@ -47,7 +47,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from .data import caption
 from .images import ImageLoadError, load_image
+from .lang import bengali_share
 from .weights import default_cache_dir
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "ImageIndex",
     "build_index",
     "search_results",
+    "query_language",
 ]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -440,6 +443,8 @@ class ImageIndex:
     Attributes:
         embeddings: ``(N, D)`` float16 unit vectors; 100,000 x 512 take 102.4 MB (:attr:`memory_bytes`).
         paths, labels: per item, its file path and its caption / label (``None`` where unknown).
+        attributes: per item, its Shapes attributes when the collection was a Shapes dataset (else ``None``):
+            :func:`search_results` then captions each hit in the language of the query.
         skipped: ``(path, reason)`` for every file that could not be read during indexing.
         n_encoded, n_cached: how many images the model encoded, and how many came from the on-disk cache.
         backend: ``"torch"`` (exact, default) or ``"faiss"`` (exact ``IndexFlatIP``; needs ``pip install
@@ -451,7 +456,8 @@ class ImageIndex:
                  loaders: Sequence[Callable[[], Image.Image]] | None = None, model: Any = None,
                  preprocess: Callable[[Image.Image], Tensor] | None = None,
                  tokenizer: Callable[..., Tensor] | None = None, backend: str = "torch",
-                 skipped: Sequence[tuple[str, str]] = ()) -> None:
+                 skipped: Sequence[tuple[str, str]] = (),
+                 attributes: Sequence[dict[str, str]] | None = None) -> None:
         if embeddings.ndim != 2 or embeddings.shape[0] == 0:
             raise ValueError(f"an index needs a non-empty (N, D) embedding matrix; got shape {tuple(embeddings.shape)}")
         if backend not in ("torch", "faiss"):
@@ -466,6 +472,9 @@ class ImageIndex:
         self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
         self.backend = backend
         self.skipped = list(skipped)
+        self.attributes = list(attributes) if attributes is not None else None  # Shapes attributes, to caption hits
+        if self.attributes is not None and len(self.attributes) != n:
+            raise ValueError("attributes must have one entry per embedding")
         self.n_encoded, self.n_cached = 0, 0
         self._faiss = None  # built on the first FAISS search
         if backend == "faiss":
@@ -642,18 +651,41 @@ def build_index(collection: Any, model: Any, preprocess: Callable[[Image.Image],
     index = ImageIndex(torch.stack([rows[i] for i in kept]), paths=[items[i].path for i in kept],
                        labels=[labels[i] for i in kept],
                        loaders=[lambda fetch=items[i].fetch: fetch()[0] for i in kept], model=model,
-                       preprocess=preprocess, tokenizer=tokenizer, backend=backend, skipped=skipped)
+                       preprocess=preprocess, tokenizer=tokenizer, backend=backend, skipped=skipped,
+                       attributes=_shapes_attributes(collection, kept))
     index.n_cached, index.n_encoded = n_cached, len(kept) - n_cached
     return index
 
 
-def search_results(index: ImageIndex, query_text: str, k: int = 8) -> list[tuple[Image.Image, str, float]]:
+def _shapes_attributes(collection: Any, kept: Sequence[int]) -> list[dict[str, str]] | None:
+    """The attributes of the kept items of a Shapes dataset (one with ``.attributes``), else None."""
+    attributes = getattr(collection, "attributes", None)
+    if isinstance(collection, (str, os.PathLike, list, tuple)) or attributes is None:
+        return None
+    return [dict(attributes[i]) for i in kept]
+
+
+def query_language(text: str) -> str:
+    """``"bn"`` when most letters of ``text`` are Bengali, else ``"en"``."""
+    return "bn" if bengali_share(text) >= 0.5 else "en"
+
+
+def search_results(index: ImageIndex, query_text: str, k: int = 8,
+                   lang: str | None = None) -> list[tuple[Image.Image, str, float]]:
     """What a search box shows for ``query_text``: ``(image, caption, score)`` for the ``k`` best images.
 
-    The caption is the item's label, else its file name. A blank query gives an empty list (nothing typed yet).
-    This is the callback behind lesson 02's search widget, kept free of any widget code so that it can be tested.
+    The caption of a Shapes picture is written in ``lang`` (default: the query's own language, so a Bengali query
+    gets Bengali captions); other items show their label, else their file name. A blank query gives an empty list
+    (nothing typed yet). This is the callback behind lesson 02's search widget, kept free of any widget code so that
+    it can be tested.
     """
     if not query_text.strip():
         return []
-    return [(index.image(hit.index), hit.label or Path(hit.path or f"#{hit.index}").name, hit.score)
-            for hit in index.search(query_text.strip(), k=k)]
+    lang = lang or query_language(query_text)
+
+    def caption_of(hit: SearchResult) -> str:
+        if index.attributes is not None:
+            return caption(index.attributes[hit.index], lang)
+        return hit.label or Path(hit.path or f"#{hit.index}").name
+
+    return [(index.image(hit.index), caption_of(hit), hit.score) for hit in index.search(query_text.strip(), k=k)]

@@ -218,9 +218,14 @@ def test_verdict():
 
     p = {"shape": "circle", "color": "red", "size": "small", "position": "top", "clean": True, "reasons": []}
     assert verdict(p, {"shape": "circle", "color": "red"}) == "ok"
-    assert verdict(p, {"shape": "square", "color": "blue"}) == "wrong shape+color"
+    assert verdict(p, {"shape": "square", "color": "blue"}) == "wrong shape+colour"
+    assert verdict(p, {"shape": "square", "color": "blue"}, lang="bn") == "ভুল আকৃতি+রং"
+    assert verdict(p, {"shape": "circle", "color": "red"}, lang="bn") == "ঠিক"
     messy = {**p, "clean": False, "reasons": ["outline: soft IoU 0.41 < 0.6"]}
     assert verdict(messy, {"shape": "circle", "color": "red"}) == "not clean: outline"
+    assert verdict(messy, {"shape": "circle", "color": "red"}, lang="bn") == "অপরিচ্ছন্ন: outline"
+    with pytest.raises(ValueError, match="'en' or 'bn'"):
+        verdict(p, {"shape": "circle", "color": "red"}, lang="fr")
 
 
 # ------------------------------------------------------------------------------------------ pure pieces

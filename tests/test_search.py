@@ -21,7 +21,7 @@ from torch import nn
 
 from mmcore import search
 from mmcore.search import (ImageIndex, SearchResult, build_index, cosine_topk, model_fingerprint, recall_at_k,
-                           relevant_items, search_results)
+                           query_language, relevant_items, search_results)
 
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
 
@@ -262,6 +262,20 @@ def test_index_a_shapes_dataset():
     assert np.array_equal(np.asarray(index.image(7)), np.asarray(dataset[7][0]))
     with pytest.raises(TypeError, match="transform=None"):
         make_index(ShapesDataset("test", n=2, transform=preprocess))
+
+
+def test_search_results_caption_shapes_pictures_in_the_language_of_the_query():
+    from mmcore.data import ShapesDataset, caption
+
+    dataset = ShapesDataset("test", n=12, image_size=32, seed=3)  # English labels
+    index = make_index(dataset)
+    assert index.attributes == dataset.attributes
+    (_, bengali, _), = search_results(index, "লাল রঙের বৃত্ত", k=1)
+    (_, english, _), = search_results(index, "red circle", k=1)
+    assert query_language("লাল রঙের বৃত্ত") == "bn" and query_language("a red circle") == "en"
+    assert bengali in {caption(a, "bn") for a in dataset.attributes}
+    assert english in {caption(a, "en") for a in dataset.attributes}
+    assert search_results(index, "red circle", k=1, lang="bn")[0][1] in {caption(a, "bn") for a in dataset.attributes}
 
 
 def test_index_sample_photos_in_both_languages():
