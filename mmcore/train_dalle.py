@@ -3,10 +3,11 @@
 Before the first step, a *code pool* is built once: ``pool_size`` fresh "train"-split Shapes images (image *i* is a
 pure function of (seed, *i*)) are rendered and encoded by the frozen VQGAN into 8 x 8 codes (on the GPU when
 training there). Only the codes and each image's attributes are kept: a few bytes per image. A caption table holds
-the tokens of every training template (6 English, 6 Bengali) for every attribute combination, so captions cost
+the tokens of every training template (:data:`mmcore.data.TRAIN_TEMPLATES`, 20 English and their 20 Bengali twins)
+for every attribute combination, so captions cost
 nothing per step. One training step, in words:
 
-1. draw ``batch_size`` pool entries and, for each, one of the 12 caption templates at random (so the same image
+1. draw ``batch_size`` pool entries and, for each, one of the 40 caption templates at random (so the same image
    is described in both languages and with or without its size and position);
 2. with probability ``null_caption_prob`` replace the caption by the null caption (``[start] [end]``): the same
    network learns to draw without a caption, which classifier-free guidance needs at sampling time;
@@ -106,6 +107,7 @@ class DALLETrainConfig:
     pool_batch: int = 1024  # images encoded by the VQGAN at once while building the pool
     render_workers: int = 0  # processes that render the pool's images (0: all cores but one, at most 16; 1: none)
     seed: int = 0  # model initialisation, the pool and the batch stream
+    init_from: str | None = None  # fine-tune: start from this DALL-E checkpoint ("shapes-dalle" or a path)
     eval_every: int = 500  # image loss on the evaluation images every this many steps (0: only at the end)
     eval_images: int = 512  # images per evaluation split ("test" and "heldout")
     final_eval_samples: int = 8  # judge fidelity at the end: images per prompt (0: skip the judge)
@@ -172,14 +174,15 @@ def combo_attributes(index: int) -> dict[str, str]:
 
 
 def caption_table(tokenizer: Any, text_length: int, pad_token: int) -> Tensor:
-    """Token ids of every training caption: (480 combinations, 12 templates, text_length).
+    """Token ids of every training caption: (480 combinations, T templates, text_length).
 
-    Templates 0-5 are the English :data:`mmcore.data.TRAIN_TEMPLATES`, 6-11 their Bengali translations; padding
+    The first half of the T templates are the English :data:`mmcore.data.TRAIN_TEMPLATES`, the second half their
+    Bengali translations (in the same order); padding
     after [end] is ``pad_token``."""
     texts = [caption(combo_attributes(i), lang, template)
              for i in range(NUM_COMBOS) for lang in LANGS for template in TRAIN_TEMPLATES[lang]]
     tokens = pad_after_end(tokenizer(texts, context_length=text_length), tokenizer.eot_token, pad_token)
-    return tokens.view(NUM_COMBOS, -1, text_length)  # (480, 12, Lt)
+    return tokens.view(NUM_COMBOS, -1, text_length)  # (480, T, Lt)
 
 
 def _render_range(args: tuple[str, int, int, int, str]) -> tuple[np.ndarray, np.ndarray]:
@@ -278,7 +281,7 @@ def draw_batch(pool: CodePool, table: Tensor, batch_size: int, null_text: Tensor
 
 @torch.no_grad()
 def evaluate_loss(model: DALLE, pool: CodePool, table: Tensor, batch_size: int = 256) -> float:
-    """Mean image cross-entropy (nats per code) over a pool, each image captioned with template ``i % 12``."""
+    """Mean image cross-entropy (nats per code) over a pool, each image captioned with template ``i % T``."""
     was_training = model.training
     model.eval()
     device = pool.codes.device
@@ -389,6 +392,7 @@ def train_dalle(cfg: DALLETrainConfig | None = None, model: DALLE | None = None,
                 command: str | None = None) -> DALLETrainResult:
     """Train a DALL-E on Shapes with ``cfg`` (default :class:`DALLETrainConfig`); returns model, history, metrics, path.
 
+    ``cfg.init_from``: fine-tune a saved checkpoint (e.g. on the phrasings added to the caption templates).
     ``model``: continue training this model instead of a fresh ``DALLEConfig.<preset>()`` one. ``vqgan``: the image
     tokenizer (default: the shipped ``"shapes-vqgan"``). Under ``MMCORE_QUICK=1`` only a few steps run. On the CPU
     a run with a fixed ``seed``, thread count and no ``max_minutes`` is deterministic.
@@ -414,6 +418,10 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
     t_setup = time.perf_counter()
     vqgan = (vqgan if vqgan is not None else vqgan_module.load("shapes-vqgan", device=device)).to(device).eval()
     tokenizer = BPETokenizer.course()
+    if model is None and cfg.init_from:
+        from .dalle import load
+
+        model = load(cfg.init_from, device="cpu")  # its config wins over preset and text_length
     if model is None:
         model = DALLE(getattr(DALLEConfig, cfg.preset)(
             text_vocab_size=tokenizer.vocab_size, text_length=cfg.text_length, sot_token=tokenizer.sot_token,
@@ -431,7 +439,7 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
     pool = build_pool(vqgan, pool_size, cfg.seed, "train", cfg.pool_batch, workers, device)
     eval_pools = {split: build_pool(vqgan, cfg.eval_images, 1234, split, cfg.pool_batch, 1, device)
                   for split in ("test", "heldout")}
-    table = caption_table(tokenizer, mcfg.text_length, mcfg.pad_token).to(device)  # (480, 12, Lt)
+    table = caption_table(tokenizer, mcfg.text_length, mcfg.pad_token).to(device)  # (480, T, Lt)
     null_text = model.null_text(1, device)[0]  # (Lt,)
     setup_seconds = time.perf_counter() - t_setup
 
@@ -539,7 +547,8 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
 
 # ---------------------------------------------------------------------------------------------- command line
 
-_OPTIONAL_TYPES = {"max_minutes": float, "out": str, "threads": int, "pool_size": int, "device": str}
+_OPTIONAL_TYPES = {"max_minutes": float, "out": str, "threads": int, "pool_size": int, "device": str,
+                   "init_from": str}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ Before the first step an *embedding pool* is built once: ``pool_size`` fresh "tr
 (the same image stream as :mod:`mmcore.train_dalle`) and passed through the two frozen models unCLIP sits between:
 
 * the tiny CLIP gives each image its unit **image embedding** (128 numbers), and a table holds the unit **text
-  embedding** of every training caption (480 attribute combinations x 12 templates, English and Bengali);
+  embedding** of every training caption (480 attribute combinations x every training template, English and Bengali);
 * the VQGAN gives each image its 8 x 8 **codes**.
 
 Then two small diffusion models are trained, one after the other (:mod:`mmcore.unclip`):
@@ -164,9 +164,9 @@ def build_embedding_pool(clip: Any, vqgan: Any, n: int, seed: int = 0, split: st
 
 @torch.no_grad()
 def text_embedding_table(clip: Any, tokenizer: Any, batch: int = 960) -> Tensor:
-    """Unit CLIP text embeddings of every training caption: (480 combinations, 12 templates, E).
+    """Unit CLIP text embeddings of every training caption: (480 combinations, T templates, E).
 
-    Templates 0-5 are English, 6-11 Bengali, in the order of :func:`mmcore.train_dalle.caption_table`."""
+    English templates first, then their Bengali twins, in the order of :func:`mmcore.train_dalle.caption_table`."""
     device = next(clip.parameters()).device
     texts = [caption(combo_attributes(i), lang, template)
              for i in range(NUM_COMBOS) for lang in LANGS for template in TRAIN_TEMPLATES[lang]]
@@ -337,7 +337,7 @@ def _train_unclip(cfg: UnCLIPTrainConfig, clip: tuple[Any, Any] | None, vqgan: A
     pool = build_embedding_pool(clip_model, vqgan, cfg.pool_size, cfg.seed, "train")
     eval_pools = {split: build_embedding_pool(clip_model, vqgan, cfg.eval_images, 1234, split)
                   for split in ("test", "heldout")}
-    table = text_embedding_table(clip_model, clip_tokenizer)  # (480, 12, E)
+    table = text_embedding_table(clip_model, clip_tokenizer)  # (480, T, E)
     setup_seconds = time.perf_counter() - t_setup
     history = UnCLIPHistory()
     generator = torch.Generator().manual_seed(cfg.seed)

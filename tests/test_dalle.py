@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from mmcore.clip import CLIP, CLIPConfig
 from mmcore.dalle import (DALLE, DALLEConfig, DALLELoss, DALLEOutput, PromptTooLongError, SampleConfig,
                           classifier_free_guidance, dalle_loss, pad_after_end, rerank_scores, sample_from_logits,
                           standardize, top_k_filter, top_p_filter)
+from mmcore.data import TRAIN_TEMPLATES
 from mmcore.tokenizer import BPETokenizer
 from mmcore.train_dalle import (NUM_COMBOS, DALLETrainConfig, build_pool, caption_table, combo_attributes, combo_index,
                                 draw_batch, fidelity_prompt, main, train_dalle)
@@ -307,10 +309,12 @@ def test_combos_and_caption_table(tokenizer):
     for i in (0, 1, 137, NUM_COMBOS - 1):
         assert combo_index(combo_attributes(i)) == i
     table = caption_table(tokenizer, 16, tokenizer.vocab_size)
-    assert table.shape == (NUM_COMBOS, 12, 16)
+    T = 2 * len(TRAIN_TEMPLATES["en"])  # English templates, then their Bengali twins
+    assert table.shape == (NUM_COMBOS, T, 16)
     i = combo_index({"shape": "circle", "color": "red", "size": "small", "position": "top"})
     assert tokenizer.decode(table[i, 0][table[i, 0] != tokenizer.vocab_size]) == "a small red circle at the top"
-    assert "লাল" in tokenizer.decode(table[i, 6][table[i, 6] != tokenizer.vocab_size])
+    assert tokenizer.decode(table[i, T // 2][table[i, T // 2] != tokenizer.vocab_size]) == "উপরে একটি ছোট লাল বৃত্ত"
+    assert (table != tokenizer.vocab_size).sum(-1).max() < 16  # every caption fits, with its [end]
     assert fidelity_prompt("circle", "orange") == "an orange circle"
     assert fidelity_prompt("circle", "red", "bn") == "একটি লাল বৃত্ত"
 
@@ -348,6 +352,12 @@ def test_a_few_training_steps_lower_the_loss(vqgan, tmp_path):
     assert card["step"] == 60 and card["training"]["preset"] == "tiny" and "history" in card
     loaded = mmcore.dalle.load(result.path, device="cpu")
     assert loaded.sample_config.guidance_scale == cfg.guidance_scale and loaded.sample_config.top_k == cfg.top_k
+
+    # fine-tuning continues from the checkpoint: its first losses are those of a trained model, not of a fresh one
+    tuned = train_dalle(replace(cfg, steps=10, preset="course", init_from=str(result.path), eval_every=0,
+                                history_every=5, out=None), vqgan=vqgan)
+    assert tuned.model.cfg == loaded.cfg  # the checkpoint's sizes, not the preset's
+    assert tuned.history.image[0] < h.image[0] - 0.5
 
 
 def test_quick_mode_and_command_line(monkeypatch, tmp_path, capsys):

@@ -18,6 +18,7 @@ import mmcore.unclip
 import mmcore.vqgan
 from mmcore.clip import CLIP, CLIPConfig, Preprocess, normalize_pixels
 from mmcore.dalle import PromptTooLongError
+from mmcore.data import TRAIN_TEMPLATES
 from mmcore.diffusion import add_noise, alpha_bar, ddim_step, predicted_noise, time_grid, timestep_embedding
 from mmcore.tokenizer import BPETokenizer
 from mmcore.train_unclip import (NUM_COMBOS, UnCLIPTrainConfig, build_embedding_pool, draw_prior_batch,
@@ -275,7 +276,8 @@ def test_pool_and_caption_embeddings(clip, tokenizer, vqgan):
     assert torch.equal(pool.codes, again.codes) and torch.allclose(pool.image_emb, again.image_emb)
     assert torch.allclose(pool.image_emb.norm(dim=-1), torch.ones(40), atol=1e-5)
     table = text_embedding_table(clip, tokenizer)
-    assert table.shape == (NUM_COMBOS, 12, 32) and torch.allclose(table.norm(dim=-1), torch.ones(NUM_COMBOS, 12))
+    T = 2 * len(TRAIN_TEMPLATES["en"])
+    assert table.shape == (NUM_COMBOS, T, 32) and torch.allclose(table.norm(dim=-1), torch.ones(NUM_COMBOS, T))
     image, text = draw_prior_batch(pool, table, 8, torch.Generator().manual_seed(0))
     assert image.shape == text.shape == (8, 32)
 
