@@ -188,6 +188,33 @@ def test_environment_yml_has_the_same_packages_as_pyproject():
     assert core | test == listed
 
 
+def markdown_outline(text: str) -> list[int]:
+    """Heading levels of a markdown file, in order (code blocks skipped)."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    return [len(m) for m in re.findall(r"^(#{1,6}) ", text, re.M)]
+
+
+def test_bengali_readme_keeps_step_with_the_english_one():
+    """README.bn.md is the whole README in Bengali: same sections, same table rows, and every number of the English
+    results is in the Bengali one (Bengali numerals count), so a changed result cannot be updated in one file only."""
+    en = (ROOT / "README.md").read_text(encoding="utf-8")
+    bn = (ROOT / "README.bn.md").read_text(encoding="utf-8")
+    assert "README.bn.md" in en and "README.md" in bn
+    assert markdown_outline(bn) == markdown_outline(en)
+    table_rows = lambda t: [line for line in t.splitlines() if line.startswith("|") and not line.startswith("| ---")]
+    assert len(table_rows(bn)) == len(table_rows(en))
+    numbers = lambda t: set(re.findall(r"\d+(?:[.,]\d+)*\s?%|\d+\.\d+", t.translate(BN_DIGITS)))
+    results = lambda t: t.split("\n## ", 4)[4]  # the results section
+    assert not numbers(results(en)) - numbers(results(bn)), numbers(results(en)) - numbers(results(bn))
+    assert bengali_share_of(bn) > 0.6
+
+
+def bengali_share_of(text: str) -> float:
+    from mmcore.lang import bengali_share
+
+    return bengali_share(re.sub(r"```.*?```|`[^`]*`|\(http[^)]*\)|\([^)]*\.(?:md|ipynb)\)", "", text, flags=re.S))
+
+
 def test_readme_gives_the_commands_ci_runs():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "make test" in readme and "make lab" in readme
