@@ -470,6 +470,13 @@ def matches(prediction: dict[str, Any], wanted: dict[str, str], require_clean: b
     return all(prediction[key] == value for key, value in wanted.items())
 
 
+# The name of each cleanliness check (clean_reasons) as a Bengali verdict shows it.
+CHECK_NAMES_BN: dict[str, str] = {
+    "background": "পটভূমি", "empty": "ফাঁকা", "objects": "একাধিক বস্তু", "area": "বস্তুর মাপ", "color": "রং",
+    "uniform": "অসমান রং", "shape": "সীমারেখা", "outline": "সীমারেখা", "confident": "অনিশ্চিত",
+}
+
+
 def verdict(prediction: dict[str, Any], wanted: dict[str, str], lang: str = "en") -> str:
     """A short caption for one judged image in ``lang``: ``"ok"``, ``"wrong shape+colour"``, or
     ``"not clean: <check>"`` (Bengali: ``"ঠিক"``, ``"ভুল আকৃতি+রং"``, ``"অপরিচ্ছন্ন: <check>"``)."""
@@ -478,7 +485,8 @@ def verdict(prediction: dict[str, Any], wanted: dict[str, str], lang: str = "en"
     wrong = [k for k in wanted if prediction[k] != wanted[k]]
     if wrong:
         return word("wrong", lang) + " " + "+".join(word(k, lang) for k in wrong)
-    return word("not clean", lang) + ": " + (prediction["reasons"][0].split(":")[0] if prediction["reasons"] else "?")
+    check = prediction["reasons"][0].split(":")[0] if prediction["reasons"] else "?"
+    return word("not clean", lang) + ": " + (CHECK_NAMES_BN.get(check, check) if lang == "bn" else check)
 
 
 class Judge:

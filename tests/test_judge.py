@@ -223,7 +223,7 @@ def test_verdict():
     assert verdict(p, {"shape": "circle", "color": "red"}, lang="bn") == "ঠিক"
     messy = {**p, "clean": False, "reasons": ["outline: soft IoU 0.41 < 0.6"]}
     assert verdict(messy, {"shape": "circle", "color": "red"}) == "not clean: outline"
-    assert verdict(messy, {"shape": "circle", "color": "red"}, lang="bn") == "অপরিচ্ছন্ন: outline"
+    assert verdict(messy, {"shape": "circle", "color": "red"}, lang="bn") == "অপরিচ্ছন্ন: সীমারেখা"
     with pytest.raises(ValueError, match="'en' or 'bn'"):
         verdict(p, {"shape": "circle", "color": "red"}, lang="fr")
 
