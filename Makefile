@@ -63,6 +63,12 @@ checkpoints: $(STAMP)
 	$(PY) -m mmcore.train_vqgan --steps 1800 --batch-size 32 --lr 1e-3 --disc-weight 0 --disc-start 0.5 --seed 0 \
 		--threads 1 --out data/checkpoints/shapes-vqgan-nogan.safetensors
 	$(PY) -m mmcore.train_unclip --max-minutes 40 --threads 2 --out data/checkpoints/shapes-unclip.safetensors
+# ... continued after the phrasing fine-tune of shapes-tiny: the prior relearns the new text embeddings, the decoder
+# trains 25 more minutes on a new pool (the image embeddings did not change)
+	$(PY) -m mmcore.train_unclip --init-from data/checkpoints/shapes-unclip.safetensors --seed 1 --prior-steps 4000 \
+		--decoder-lr 3e-4 --warmup-steps 50 --max-minutes 25 --threads 2 --no-progress --out runs/unclip-v2.safetensors
+	cp runs/unclip-v2.safetensors data/checkpoints/shapes-unclip.safetensors
+	cp runs/unclip-v2.json data/checkpoints/shapes-unclip.json
 # shapes-dalle needs a CUDA GPU: 2.5 minutes on one H200 (one CPU thread would need about two days); see data/checkpoints/shapes-dalle.md
 	$(PY) -m mmcore.train_dalle --device cuda --max-minutes 2.5 --final-eval-samples 0 --eval-every 1000 \
 		--out data/checkpoints/shapes-dalle.safetensors --no-progress
