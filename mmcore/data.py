@@ -51,7 +51,7 @@ from .images import ImageLoadError, load_image
 __all__ = [
     "SHAPES", "COLORS", "SIZES", "POSITIONS", "COLOR_RGB", "RELATIONS", "HELDOUT", "SPLITS", "LANGS",
     "TRAIN_TEMPLATES", "BASE_TEMPLATES", "EVAL_TEMPLATES", "UNSEEN_PHRASINGS", "RELATION_TEMPLATES", "compositions", "sample_attributes", "render",
-    "caption", "frame_caption", "filler_words", "bn_genitive", "ShapesDataset", "caption_corpus", "Photo", "sample_photos", "load_image",
+    "caption", "phrased_prompts", "frame_caption", "filler_words", "bn_genitive", "ShapesDataset", "caption_corpus", "Photo", "sample_photos", "load_image",
     "ImageLoadError",
 ]
 
@@ -377,6 +377,23 @@ def caption(attrs: dict[str, str], lang: str = "en", template: str | None = None
         template = pool[0] if rng is None else rng.choice(pool)
     text = template.format(**_words(attrs, lang))
     return _fix_articles(text) if lang == "en" else text
+
+
+def phrased_prompts(pairs: Sequence[tuple[str, str]], per_pair: int | None = None, langs: Sequence[str] = LANGS,
+                    phrasings: dict[str, Sequence[str]] | None = None) -> list[tuple[str, str, dict[str, str]]]:
+    """Prompts for (shape, colour) ``pairs`` written with ``phrasings`` (default :data:`UNSEEN_PHRASINGS`):
+    ``[(prompt, lang, {"shape", "color"}), ...]``. ``per_pair`` phrasings per pair and language, cycling through
+    the list so that every phrasing gets used (None: all of them)."""
+    phrasings = UNSEEN_PHRASINGS if phrasings is None else phrasings
+    out = []
+    for lang in langs:
+        options = phrasings[lang]
+        for k, (shape, color) in enumerate(pairs):
+            chosen = options if per_pair is None else [options[(k * per_pair + j) % len(options)] for j in range(per_pair)]
+            for template in chosen:
+                attrs = {"shape": shape, "color": color, "size": "small", "position": "center"}
+                out.append((caption(attrs, lang, template=template), lang, {"shape": shape, "color": color}))
+    return out
 
 
 @functools.lru_cache(maxsize=None)

@@ -390,3 +390,15 @@ def test_filler_words_name_no_attribute_and_no_unseen_word(lang):
         assert 1 <= len(extra) <= 6 and all(w in words for w in extra)
     with pytest.raises(ValueError):
         data.filler_words("xx")
+
+
+def test_phrased_prompts_cycle_through_the_phrasings():
+    pairs = [("circle", "red"), ("star", "blue"), ("heart", "green")]
+    prompts = data.phrased_prompts(pairs, per_pair=2)
+    assert len(prompts) == 2 * len(pairs) * 2 and {lang for _, lang, _ in prompts} == {"en", "bn"}
+    assert prompts[0] == ("a picture showing one red circle", "en", {"shape": "circle", "color": "red"})
+    assert prompts[2][0] == "look, a blue star!"  # pair 1 starts where pair 0 stopped
+    everything = data.phrased_prompts(pairs[:1])
+    assert [p for p, _, _ in everything[:12]] == [caption({"shape": "circle", "color": "red", "size": "small",
+                                                           "position": "center"}, "en", template=t)
+                                                  for t in data.UNSEEN_PHRASINGS["en"]]

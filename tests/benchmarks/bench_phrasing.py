@@ -33,16 +33,12 @@ import torch  # noqa: E402
 
 from mmcore import clip as clip_module  # noqa: E402
 from mmcore import dalle, guided, judge, unclip  # noqa: E402
-from mmcore.data import HELDOUT, LANGS, UNSEEN_PHRASINGS, caption  # noqa: E402
+from mmcore.data import HELDOUT, LANGS, UNSEEN_PHRASINGS, phrased_prompts  # noqa: E402
 from mmcore.judge import matches  # noqa: E402
 from mmcore.tokenizer import BPETokenizer  # noqa: E402
 from mmcore.train_dalle import seen_pairs  # noqa: E402
 from mmcore.weights import load_checkpoint  # noqa: E402
 from mmcore.zeroshot import eval_set, phrasing_report  # noqa: E402
-
-
-def prompt(phrasing: str, shape: str, color: str, lang: str) -> str:
-    return caption({"shape": shape, "color": color, "size": "small", "position": "center"}, lang, template=phrasing)
 
 
 def clip_phrasing(name: str, model: Any, tokenizer: Any, seeds: list[int]) -> None:
@@ -66,29 +62,18 @@ def generator_fidelity(name: str, make: Callable[[str, int], Any], referee: judg
                        per_pair: int | None) -> None:
     """``make(prompt, seed) -> PIL image``; ``per_pair`` phrasings per pair and language (None: all of them)."""
     hits: dict[tuple[str, bool], list[bool]] = {}
-    count, t0 = 0, time.perf_counter()
-    for lang in LANGS:
-        phrasings = UNSEEN_PHRASINGS[lang]
-        for k, (shape, color) in enumerate(pairs):
-            chosen = phrasings if per_pair is None else [phrasings[(k * per_pair + j) % len(phrasings)]
-                                                         for j in range(per_pair)]
-            for j, phrasing in enumerate(chosen):
-                image = make(prompt(phrasing, shape, color, lang), 1000 * k + j)
-                ok = matches(referee.predict([image])[0], {"shape": shape, "color": color})
-                hits.setdefault((lang, (shape, color) in HELDOUT), []).append(ok)
-                count += 1
-    seconds = (time.perf_counter() - t0) / count
-    parts = []
-    for lang in LANGS:
-        seen, held = hits[(lang, False)], hits[(lang, True)]
-        s, h = sum(seen) / len(seen), sum(held) / len(held)
-        parts.append(f"{lang}: seen {s:6.1%} held-out {h:6.1%} mean {(s + h) / 2:6.1%}")
-    everything = [x for v in hits.values() for x in v]
-    seen_all = [x for (lang, held), v in hits.items() if not held for x in v]
-    held_all = [x for (lang, held), v in hits.items() if held for x in v]
-    mean = (sum(seen_all) / len(seen_all) + sum(held_all) / len(held_all)) / 2
-    print(f"  {name:11s} {' | '.join(parts)} | both: mean {mean:6.1%} of {len(everything)} pictures, "
-          f"{seconds:.2f} s/picture")
+    prompts = phrased_prompts(pairs, per_pair)
+    t0 = time.perf_counter()
+    for i, (text, lang, wanted) in enumerate(prompts):
+        ok = matches(referee.predict([make(text, i)])[0], wanted)
+        hits.setdefault((lang, (wanted["shape"], wanted["color"]) in HELDOUT), []).append(ok)
+    seconds = (time.perf_counter() - t0) / len(prompts)
+    rate = lambda xs: sum(xs) / len(xs)
+    parts = [f"{lang}: seen {rate(hits[(lang, False)]):6.1%} held-out {rate(hits[(lang, True)]):6.1%}" for lang in LANGS]
+    seen = [x for (_, held), v in hits.items() if not held for x in v]
+    held = [x for (_, held), v in hits.items() if held for x in v]
+    print(f"  {name:11s} {' | '.join(parts)} | both: seen {rate(seen):6.1%} held-out {rate(held):6.1%} "
+          f"mean {(rate(seen) + rate(held)) / 2:6.1%} of {len(prompts)} pictures, {seconds:.2f} s/picture")
 
 
 def main(argv: list[str] | None = None) -> None:
