@@ -279,6 +279,16 @@ class PreTokenTrace:
     texts: list[str] = field(default_factory=list)  # what each token reads as ("<e0 a6>" for part of a character)
 
 
+_EXPLAIN_LABELS = {
+    "en": {"tokenizer": "Tokenizer", "cleaning": "Cleaning", "no change": "no change", "result": "result",
+           "pre-tokens": "Pre-tokens", "bytes": "Bytes as symbols, then merges (lowest rank first)", "merge": "merge",
+           "tokens": "Tokens", "as": "as symbols = id (and as text)"},
+    "bn": {"tokenizer": "টোকেনাইজার", "cleaning": "পরিষ্কার করা", "no change": "কোনো বদল নেই", "result": "ফল",
+           "pre-tokens": "প্রি-টোকেন", "bytes": "বাইটগুলো প্রতীক হিসেবে, তারপর মার্জ (সবচেয়ে নিচু ক্রম আগে)",
+           "merge": "মার্জ", "tokens": "টোকেন", "as": "প্রতীক = আইডি (আর টেক্সট হিসেবে)"},
+}
+
+
 @dataclass
 class Explanation:
     """The step-by-step work of ``BPETokenizer.explain``: print it, or let a notebook render it as HTML."""
@@ -288,6 +298,7 @@ class Explanation:
     cleaned: str
     pretokens: list[PreTokenTrace] = field(default_factory=list)
     tokenizer_name: str = ""
+    lang: str = "en"  # the language of the labels ("en" or "bn"); the data shown is never translated
 
     @property
     def ids(self) -> list[int]:
@@ -300,17 +311,18 @@ class Explanation:
         return [t for p in self.pretokens for t in p.tokens]
 
     def __str__(self) -> str:
-        lines = [f"Tokenizer: {self.tokenizer_name}", f"1. Cleaning: {self.original!r}"]
+        w = _EXPLAIN_LABELS[self.lang]
+        lines = [f"{w['tokenizer']}: {self.tokenizer_name}", f"1. {w['cleaning']}: {self.original!r}"]
         for step, before, after in self.cleaning:
-            lines.append(f"   {step:<22} {before!r} -> {after!r}" if before != after else f"   {step:<22} (no change)")
-        lines.append(f"   result: {self.cleaned!r}")
-        lines.append(f"2. Pre-tokens ({len(self.pretokens)}): " + " | ".join(repr(p.text) for p in self.pretokens))
-        lines.append("3. Bytes as symbols, then merges (lowest rank first):")
+            lines.append(f"   {step:<22} {before!r} -> {after!r}" if before != after else f"   {step:<22} ({w['no change']})")
+        lines.append(f"   {w['result']}: {self.cleaned!r}")
+        lines.append(f"2. {w['pre-tokens']} ({len(self.pretokens)}): " + " | ".join(repr(p.text) for p in self.pretokens))
+        lines.append(f"3. {w['bytes']}:")
         for p in self.pretokens:
             lines.append(f"   {p.text!r}: {' '.join(p.symbols)}")
             for rank, (a, b), after in p.merges:
-                lines.append(f"      merge #{rank:<6} {a + ' + ' + b:<26} -> {' '.join(after)}")
-        lines.append(f"4. Tokens ({len(self.ids)}), as symbols = id (and as text):")
+                lines.append(f"      {w['merge']} #{rank:<6} {a + ' + ' + b:<26} -> {' '.join(after)}")
+        lines.append(f"4. {w['tokens']} ({len(self.ids)}), {w['as']}:")
         for p in self.pretokens:
             lines.append("   " + "  ".join(f"{t}={i} ({x!r})" for t, i, x in zip(p.tokens, p.ids, p.texts)))
         return "\n".join(lines)
@@ -688,12 +700,15 @@ class BPETokenizer:
 
     # -- teaching -------------------------------------------------------------------------------------------------
 
-    def explain(self, text: str) -> Explanation:
+    def explain(self, text: str, lang: str = "en") -> Explanation:
         """Every step of tokenising ``text``: cleaning, pre-tokens, bytes, each merge, final tokens and ids.
 
-        ``print(tok.explain("..."))`` in a terminal; in a notebook the result renders as a table.
+        ``print(tok.explain("..."))`` in a terminal; in a notebook the result renders as a table. ``lang``: the
+        language of the labels ("en" or "bn").
         """
         text = _check_text(text)
+        if lang not in _EXPLAIN_LABELS:
+            raise ValueError(f"lang must be 'en' or 'bn'; got {lang!r}")
         steps: list[tuple[str, str, str]] = []
 
         def step(name: str, fn: Any, value: str) -> str:
@@ -727,7 +742,7 @@ class BPETokenizer:
             final = bpe_merge(symbols, self.ranks, trace=merges)
             ids = [self.encoder[s] for s in final]
             traces.append(PreTokenTrace(piece, symbols, merges, final, ids, [self.token_text(i) for i in ids]))
-        return Explanation(text, steps, t, traces, self.config.name)
+        return Explanation(text, steps, t, traces, self.config.name, lang)
 
 
 # ----------------------------------------------------------------------------------------------------------------

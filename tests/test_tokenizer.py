@@ -548,3 +548,7 @@ def test_explain(oa, course):
     assert [p.text for p in exp.pretokens] == ["উপরে", " একটি", " ছোট", " লাল", " বৃত্ত"]
     assert any(p.merges for p in exp.pretokens)
     assert course.explain("").ids == []
+    bengali = str(course.explain("একটি লাল বৃত্ত", lang="bn"))
+    assert bengali.startswith("টোকেনাইজার: course") and "প্রি-টোকেন" in bengali and "Pre-tokens" not in bengali
+    with pytest.raises(ValueError, match="'en' or 'bn'"):
+        course.explain("x", lang="fr")
