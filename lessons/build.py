@@ -91,9 +91,11 @@ COLAB_BADGE = {
 SETUP_CELL = """\
 # Set-up: in Google Colab this installs the course (the mmcore package, its data and a Bengali font);
 # on your own machine (`make lab`) it does nothing.
+# সেট-আপ: Google Colab-এ এটি কোর্সটি ইনস্টল করে (mmcore প্যাকেজ, তার ডেটা আর একটি বাংলা ফন্ট); নিজের যন্ত্রে কিছু করে না।
 import os, sys
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/course"):
+        print({{"en": "Installing the course (about a minute) ...", "bn": "কোর্স ইনস্টল হচ্ছে (প্রায় এক মিনিট) ..."}}[LANG])
         !git clone -q --depth 1 {url} /content/course
         !pip install -q -e /content/course
         !apt-get -qq install -y fonts-noto-core > /dev/null
@@ -123,8 +125,8 @@ def to_notebook(cells: list[Cell], lang: str, kind: str, stem: str, repo: str) -
     badge = COLAB_BADGE[lang].format(url=colab_url(repo, kind, lang, stem))
     parameters = nbformat.v4.new_code_cell(PARAMETERS_CELL.format(lang=lang))
     parameters.metadata["tags"] = ["parameters"]  # the one code cell that differs between the twins
-    out = [nbformat.v4.new_markdown_cell(first_title.source + "\n\n" + badge),
-           nbformat.v4.new_code_cell(SETUP_CELL.format(url=repo)), parameters]
+    out = [nbformat.v4.new_markdown_cell(first_title.source + "\n\n" + badge), parameters,
+           nbformat.v4.new_code_cell(SETUP_CELL.format(url=repo))]
     for cell in picked[1:]:
         make = nbformat.v4.new_markdown_cell if cell.kind == "markdown" else nbformat.v4.new_code_cell
         out.append(make(cell.source))
@@ -163,18 +165,27 @@ def is_parameters(cell: nbformat.NotebookNode) -> bool:
     return "parameters" in cell.get("metadata", {}).get("tags", [])
 
 
+def is_setup(cell: nbformat.NotebookNode) -> bool:
+    """Whether ``cell`` is the Colab set-up cell that the builder writes (it does nothing outside Colab)."""
+    return cell.cell_type == "code" and cell.source.startswith("# Set-up: in Google Colab")
+
+
 def keep_outputs(nb: nbformat.NotebookNode, old_path: Path) -> bool:
     """Copy the outputs of the committed notebook when its code cells are exactly the new ones (a prose-only
-    change, e.g. a translation fix, needs no re-run). Returns whether it did."""
+    change, e.g. a translation fix, needs no re-run; the builder's own parameters and set-up cells may change, they
+    print nothing outside Colab). Returns whether it did."""
     if not old_path.exists():
         return False
     old = nbformat.read(old_path, as_version=4)
-    new_code = [c for c in nb.cells if c.cell_type == "code" and not is_parameters(c)]
-    old_code = [c for c in old.cells if c.cell_type == "code" and not is_parameters(c)]
-    if [c.source for c in new_code] != [c.source for c in old_code]:
+    builder_cells = lambda cells: [c for c in cells if c.cell_type == "code" and (is_parameters(c) or is_setup(c))]
+    lesson_code = lambda cells: [c for c in cells if c.cell_type == "code" and not (is_parameters(c) or is_setup(c))]
+    new_code, old_code = lesson_code(nb.cells), lesson_code(old.cells)
+    if [c.source for c in new_code] != [c.source for c in old_code] or not all(c.get("execution_count") for c in old_code):
         return False
     for new, previous in zip(new_code, old_code):
         new.outputs, new.execution_count = previous.outputs, previous.execution_count
+    for count, cell in enumerate(builder_cells(nb.cells), 1):  # the parameters and set-up cells print nothing here
+        cell.outputs, cell.execution_count = [], count
     return True
 
 

@@ -58,6 +58,9 @@ def test_code_cells_are_identical_in_both_languages_but_the_parameters_cell(kind
         for lang, path in (("en", en), ("bn", bn)):
             params = [c for c in load(path)["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
             assert len(params) == 1, f"{kind}/{lang}/{name}: expected one parameters cell, found {len(params)}"
+            first_code = [c for c in load(path)["cells"] if c["cell_type"] == "code"][:2]
+            assert first_code[0] is not None and "parameters" in first_code[0].get("metadata", {}).get("tags", []) \
+                and "[LANG]" in "".join(first_code[1]["source"]), f"{kind}/{lang}/{name}: LANG first, then the set-up"
             assert re.search(rf'^LANG = "{lang}"$', "".join(params[0]["source"]), re.M), f"{kind}/{lang}/{name}"
 
 
