@@ -236,7 +236,7 @@ def test_repository_url_is_defined_once():
     links = re.findall(r"https://colab\.research\.google\.com/github/([^/]+/[^/]+)/", readme)
     assert links and set(links) == {repo.removeprefix("https://github.com/")}
     for path in ALL:
-        setup = cells(load(path), "code")[0]
+        setup = cells(load(path), "code")[1]  # after the parameters cell
         assert repo in setup
 
 
