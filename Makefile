@@ -1,9 +1,10 @@
 # Two commands for students and CI; each sets up its own environment on a fresh machine.
-#   make lab     create/update .venv, then open JupyterLab on the course's first lesson
+#   make lab     create/update .venv, then open JupyterLab at the course's start page (lessons/start-en|bn.ipynb)
 #   make test    create/update .venv, then run every test (pytest for mmcore + nbval for every notebook)
 #   make test-core   the course as Colab / plain pip users get it: a second venv with no test extras (sharing
 #                    .venv's torch wheels), the real-weights path from a local server, every lesson and solution
-# Options: COURSE_LANG=bn (open the Bengali lessons), PYTHON=python3.11 (the interpreter for the venv).
+# Options: COURSE_LANG=bn (open the Bengali lessons), PYTHON=python3.11 (the interpreter for the venv),
+#          LAB_OPTS="--no-browser --port 8890" (more options for jupyter lab).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,8 +23,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mmcore)" >/dev/null
 	@touch $(STAMP)
 
+# JupyterLab serves the repository root (lessons, solutions, glossary, README all reachable) and opens the start page.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) lessons/$(COURSE_LANG)/00-getting-started.ipynb
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir="$(CURDIR)" \
+		--LabApp.default_url=/lab/tree/lessons/start-$(COURSE_LANG).ipynb $(LAB_OPTS)
 
 test: $(STAMP)
 	MMCORE_QUICK=1 $(PY) -m pytest

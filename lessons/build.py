@@ -110,14 +110,21 @@ def colab_url(repo: str, kind: str, lang: str, stem: str) -> str:
     return f"https://colab.research.google.com/github/{path}/blob/main/{kind}/{lang}/{stem}.ipynb"
 
 
+# The kernel the course registers (`make lab`: ipykernel install --name python3 --display-name ...): a notebook that
+# names it exactly is not marked as changed when JupyterLab starts its kernel.
+KERNEL_NAME, KERNEL_DISPLAY_NAME = "python3", "Python 3 (mmcore)"
+
+
+def notebook_metadata() -> dict:
+    return {"kernelspec": {"display_name": KERNEL_DISPLAY_NAME, "language": "python", "name": KERNEL_NAME},
+            "language_info": {"name": "python"}}
+
+
 def to_notebook(cells: list[Cell], lang: str, kind: str, stem: str, repo: str) -> nbformat.NotebookNode:
     """One language's notebook: its prose, the shared code, a Colab badge, the Colab set-up cell and the
     ``parameters`` cell (``LANG = "en"`` or ``"bn"``), the only code that differs between the twins."""
     nb = nbformat.v4.new_notebook()
-    nb.metadata = {
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    }
+    nb.metadata = notebook_metadata()
     picked = [c for c in cells if c.kind == "code" or c.lang == lang]
     first_title = picked[0]
     if first_title.kind != "markdown":
@@ -229,6 +236,57 @@ def check(kind: str, stem: str) -> bool:
     return ok
 
 
+START_TEXT = {
+    "en": {
+        "title": "# Multimodal networks from scratch: start here",
+        "intro": ("Welcome. This page is the course map: every lesson, its worked solutions and the glossary are one "
+                  "click away. **What to do first:** open lesson 00 and run its cells from the top with Shift+Enter; "
+                  "the kernel is *Python 3 (mmcore)*. Each lesson says at the top what it needs and how long it takes; "
+                  "try the exercises at its end before opening the solutions."),
+        "header": "| # | lesson | solutions |",
+        "solutions": "solutions",
+        "more": ("**Also:** the [glossary](glossary.md) (every technical term in both languages) · the "
+                 "[README](../README.md) (set-up, results) · **বাংলা:** [এই পাতাটি বাংলায়](start-bn.ipynb) "
+                 "(the same lessons in Bengali)."),
+    },
+    "bn": {
+        "title": "# মাল্টিমোডাল নেটওয়ার্ক, গোড়া থেকে: এখান থেকে শুরু করুন",
+        "intro": ("স্বাগতম। এই পাতাটি কোর্সের মানচিত্র: প্রতিটি পাঠ, তার সমাধান আর পরিভাষা এখান থেকে এক ক্লিকে খোলা যায়। "
+                  "**প্রথমে কী করবেন:** পাঠ ০০ খুলুন আর ওপর থেকে Shift+Enter চেপে সেলগুলো চালান; কার্নেল হলো "
+                  "*Python 3 (mmcore)*। প্রতিটি পাঠের শুরুতে লেখা আছে কী জানা দরকার আর কত সময় লাগে; সমাধান খোলার আগে "
+                  "পাঠের শেষের অনুশীলনীগুলো নিজে চেষ্টা করুন।"),
+        "header": "| # | পাঠ | সমাধান |",
+        "solutions": "সমাধান",
+        "more": ("**আরও:** [পরিভাষা](glossary.md) (প্রতিটি কারিগরি শব্দ দুই ভাষায়) · [README](../README.bn.md) "
+                 "(প্রস্তুতি, ফলাফল) · **English:** [this page in English](start-en.ipynb) (একই পাঠ ইংরেজিতে)।"),
+    },
+}
+
+
+def lesson_title(cells: list[Cell], lang: str) -> str:
+    """The first heading of a lesson in ``lang``, without its '#' and its number: "CLIP and zero-shot ..."."""
+    first = next(c for c in cells if c.kind == "markdown" and c.lang == lang)
+    heading = re.search(r"^# (.*)$", first.source, re.M).group(1)
+    return re.sub(r"^[0-9০-৯]+ · ", "", heading)
+
+
+def start_page(lang: str) -> nbformat.NotebookNode:
+    """``lessons/start-<lang>.ipynb``: what `make lab` opens: the course map with a link to every lesson, its
+    solutions and the glossary, and the switch to the other language."""
+    text = START_TEXT[lang]
+    rows = [text["header"], "| --- | --- | --- |"]
+    for source in sorted((ROOT / "lessons" / "src").glob("*.md")):
+        cells = parse(source.read_text(encoding="utf-8"), str(source))
+        number = source.stem[:2]
+        rows.append(f"| {number} | [{lesson_title(cells, lang)}]({lang}/{source.stem}.ipynb) | "
+                    f"[{text['solutions']}](../solutions/{lang}/{source.stem}.ipynb) |")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = notebook_metadata()
+    nb.cells = [nbformat.v4.new_markdown_cell("\n\n".join([text["title"], text["intro"], "\n".join(rows), text["more"]]))]
+    nb.cells[0].id = f"start-{lang}"
+    return nb
+
+
 def build(kind: str, stem: str, run: bool) -> list[Path]:
     source = ROOT / kind / "src" / f"{stem}.md"
     cells = parse(source.read_text(encoding="utf-8"), str(source))
@@ -257,6 +315,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="only execute both twins in quick mode (nothing is written): errors and output language")
     args = parser.parse_args(argv)
     failed = False
+    if not args.check:
+        for lang in LANGS:  # the start pages list every lesson: rewrite them whatever else is built
+            target = ROOT / "lessons" / f"start-{lang}.ipynb"
+            nbformat.write(start_page(lang), target)
+            print(f"wrote {target.relative_to(ROOT)}")
     for kind in [args.kind] if args.kind else KINDS:
         for source in sorted((ROOT / kind / "src").glob("*.md")):
             if args.prefixes and not any(source.stem.startswith(p) for p in args.prefixes):

@@ -136,6 +136,16 @@ def test_notebooks_are_what_the_sources_build(kind):
                 f"{kind}/{lang}/{source.stem}.ipynb is stale: run `python lessons/build.py --execute {source.stem[:2]}`"
 
 
+def test_start_pages_are_what_the_sources_build():
+    """`make lab` opens lessons/start-<lang>.ipynb: the course map, rebuilt by build.py from the lesson titles."""
+    for lang in build.LANGS:
+        committed = load(ROOT / "lessons" / f"start-{lang}.ipynb")
+        expected = build.start_page(lang)
+        assert ["".join(c["source"]) for c in committed["cells"]] == [c.source for c in expected.cells], \
+            f"lessons/start-{lang}.ipynb is stale: run `python lessons/build.py`"
+        assert committed["metadata"]["kernelspec"]["display_name"] == build.KERNEL_DISPLAY_NAME
+
+
 def test_lessons_start_with_goals_and_end_with_exercises():
     for name, path in notebooks("lessons", "en").items():
         prose = cells(load(path), "markdown")

@@ -1,6 +1,11 @@
-"""`make lab` opens JupyterLab: check that a server starts on 127.0.0.1, answers its API and lists the lessons."""
+"""`make lab` opens JupyterLab: check that a server starts on 127.0.0.1, answers its API and lists the lessons;
+that `make lab` itself serves the repository root and opens the start page; and that the notebooks name the kernel
+the course registers."""
 import json
 import os
+import re
+import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -58,3 +63,62 @@ def test_jupyter_lab_starts_and_lists_the_lessons(tmp_path):
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def _wait_for(base: str, token: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            _get(f"{base}/api/status", token)
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"JupyterLab did not answer on {base}: {process.stderr.read()[-2000:]}")
+            time.sleep(0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("lang", ["bn"])
+def test_make_lab_serves_the_repository_and_opens_the_start_page(tmp_path, lang):
+    """What a student gets from `make lab COURSE_LANG=bn`: the repository root, the start page, and from there the
+    solutions and the glossary (through the server's contents API; no browser)."""
+    if not (ROOT / ".venv" / ".mmcore-installed").exists():
+        pytest.skip("make lab needs the course's .venv (`make test` creates it)")
+    port, token = _free_port(), "mmcore-make-lab-token"
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"))
+    options = f"--no-browser --ip=127.0.0.1 --port={port} --IdentityProvider.token={token}"
+    lab = subprocess.Popen(["make", "-s", "lab", f"COURSE_LANG={lang}", f"LAB_OPTS={options}"], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for(base, token, lab)
+        root = {item["name"] for item in _get(f"{base}/api/contents/", token)["content"]}
+        assert {"lessons", "solutions", "README.md", "README.bn.md"} <= root  # the repository root, not lessons/bn
+        start = _get(f"{base}/api/contents/lessons/start-{lang}.ipynb", token)
+        page = "".join(cell["source"] for cell in start["content"]["cells"])
+        for link in re.findall(r"\]\(([^)]+)\)", page):  # every link of the start page reaches a file on the server
+            path = os.path.normpath(os.path.join("lessons", link))
+            _get(f"{base}/api/contents/{path}?content=0", token)
+        assert f"../solutions/{lang}/01-clip-zero-shot.ipynb" in page and "glossary.md" in page
+        request = urllib.request.Request(f"{base}/", headers={"Authorization": f"token {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:  # "/" redirects to the start page
+            assert response.url.endswith(f"/lab/tree/lessons/start-{lang}.ipynb"), response.url
+    finally:
+        os.killpg(lab.pid, signal.SIGTERM)
+        try:
+            lab.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(lab.pid, signal.SIGKILL)
+
+
+def test_notebooks_name_the_kernel_the_course_registers():
+    """An untouched lesson stays unmodified when JupyterLab starts its kernel: its metadata names that kernel."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    name, display = re.search(r'ipykernel install --sys-prefix --name (\S+) --display-name "([^"]+)"', makefile).groups()
+    notebooks = [p for p in sorted(ROOT.glob("lessons/**/*.ipynb")) + sorted(ROOT.glob("solutions/*/*.ipynb"))
+                 if ".ipynb_checkpoints" not in p.parts]
+    assert len(notebooks) == 30  # 7 lessons and 7 solutions in 2 languages, and the 2 start pages
+    for path in notebooks:
+        spec = json.loads(path.read_text(encoding="utf-8"))["metadata"]["kernelspec"]
+        assert (spec["name"], spec["display_name"]) == (name, display), path.name
