@@ -86,6 +86,7 @@ __all__ = [
     "generate",
     "default_models",
     "render_init_attributes",
+    "random_render",
 ]
 
 
@@ -320,7 +321,7 @@ def render_init_attributes(seed: int) -> dict[str, str]:
     return sample_attributes(random.Random(seed), "train")
 
 
-def _random_render(seed: int, size: int, device: torch.device) -> Tensor:
+def random_render(seed: int, size: int, device: torch.device) -> Tensor:
     """The Shapes image of :func:`render_init_attributes` (``seed``) -> (1, 3, size, size)."""
     import random
 
@@ -353,7 +354,7 @@ def _initial_latents(cfg: GuidedConfig, vqgan: Any, prior: Any, score: Any, seed
     if init_image is not None:
         z0 = vqgan.encode_continuous(_from_pil(init_image, size, device)).expand(R, -1, -1, -1)
     elif cfg.init == "render":
-        z0 = torch.cat([vqgan.encode_continuous(_random_render(seed + 1000 * r, size, device)) for r in range(R)])
+        z0 = torch.cat([vqgan.encode_continuous(random_render(seed + 1000 * r, size, device)) for r in range(R)])
     elif cfg.init == "background":
         z0 = vqgan.encode_continuous(_background(size, device)).expand(R, -1, -1, -1)
     else:

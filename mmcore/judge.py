@@ -561,6 +561,23 @@ class Judge:
             raise ValueError(f"{len(predictions)} images but {len(wanted)} wanted-dicts")
         return sum(matches(p, w) for p, w in zip(predictions, wanted)) / len(predictions)
 
+    def report(self, images: Sequence[Image.Image] | Tensor, wanted: Sequence[dict[str, str]]) -> dict[str, float]:
+        """Referee ``images`` (one ``wanted`` dict each): the fractions ``fidelity`` (clean and what was asked, as
+        :meth:`fidelity`), ``shape``, ``color``, ``shape_color`` (right shape and colour, clean or not) and
+        ``clean``; ``images``: how many were judged."""
+        predictions = self.predict(images)
+        if len(wanted) != len(predictions):
+            raise ValueError(f"{len(predictions)} images but {len(wanted)} wanted-dicts")
+        count = max(1, len(predictions))
+        return {
+            "fidelity": sum(matches(p, w) for p, w in zip(predictions, wanted)) / count,
+            "shape": sum(p["shape"] == w["shape"] for p, w in zip(predictions, wanted)) / count,
+            "color": sum(p["color"] == w["color"] for p, w in zip(predictions, wanted)) / count,
+            "shape_color": sum(matches(p, w, require_clean=False) for p, w in zip(predictions, wanted)) / count,
+            "clean": sum(bool(p["clean"]) for p in predictions) / count,
+            "images": float(len(predictions)),
+        }
+
     def save(self, path: str | os.PathLike, **card: Any) -> Path:
         """Safetensors weights + card (architecture, thresholds, and whatever ``card`` adds)."""
         card = {"config": asdict(self.net.cfg), "thresholds": asdict(self.thresholds), **card}

@@ -282,10 +282,14 @@ class PreTokenTrace:
 _EXPLAIN_LABELS = {
     "en": {"tokenizer": "Tokenizer", "cleaning": "Cleaning", "no change": "no change", "result": "result",
            "pre-tokens": "Pre-tokens", "bytes": "Bytes as symbols, then merges (lowest rank first)", "merge": "merge",
-           "tokens": "Tokens", "as": "as symbols = id (and as text)"},
+           "tokens": "Tokens", "as": "as symbols = id (and as text)", "cleaned": "cleaned",
+           "pieces": "Pre-tokens, their bytes and the merges", "pre-token": "pre-token",
+           "symbols": "bytes as symbols", "merges": "merges (rank: pair &rarr; symbols)", "ids": "tokens = ids"},
     "bn": {"tokenizer": "টোকেনাইজার", "cleaning": "পরিষ্কার করা", "no change": "কোনো বদল নেই", "result": "ফল",
            "pre-tokens": "প্রি-টোকেন", "bytes": "বাইটগুলো প্রতীক হিসেবে, তারপর মার্জ (সবচেয়ে নিচু ক্রম আগে)",
-           "merge": "মার্জ", "tokens": "টোকেন", "as": "প্রতীক = আইডি (আর টেক্সট হিসেবে)"},
+           "merge": "মার্জ", "tokens": "টোকেন", "as": "প্রতীক = আইডি (আর টেক্সট হিসেবে)", "cleaned": "পরিষ্কার করার পর",
+           "pieces": "প্রি-টোকেন, তাদের বাইট আর মার্জগুলো", "pre-token": "প্রি-টোকেন",
+           "symbols": "বাইটগুলো প্রতীক হিসেবে", "merges": "মার্জ (ক্রম: জোড়া &rarr; প্রতীক)", "ids": "টোকেন = আইডি"},
 }
 
 
@@ -329,21 +333,22 @@ class Explanation:
 
     def _repr_html_(self) -> str:
         esc = html.escape
+        w = _EXPLAIN_LABELS[self.lang]
         rows = []
         for step, before, after in self.cleaning:
             change = (
                 f"<code>{esc(repr(before))}</code> &rarr; <code>{esc(repr(after))}</code>"
                 if before != after
-                else "no change"
+                else w["no change"]
             )
             rows.append(f"<tr><td>{esc(step)}</td><td style='text-align:left'>{change}</td></tr>")
         out = [
-            f"<div><b>{esc(self.tokenizer_name)} tokenizer</b>",
-            "<p><b>1. Cleaning</b></p><table>" + "".join(rows) + "</table>",
-            f"<p>cleaned: <code>{esc(repr(self.cleaned))}</code></p>",
-            "<p><b>2&ndash;3. Pre-tokens, their bytes and the merges</b></p>",
-            "<table><tr><th>pre-token</th><th>bytes as symbols</th><th>merges (rank: pair &rarr; symbols)</th>"
-            "<th>tokens = ids</th></tr>",
+            f"<div><b>{w['tokenizer']}: {esc(self.tokenizer_name)}</b>",
+            f"<p><b>1. {w['cleaning']}</b></p><table>" + "".join(rows) + "</table>",
+            f"<p>{w['cleaned']}: <code>{esc(repr(self.cleaned))}</code></p>",
+            f"<p><b>2&ndash;3. {w['pieces']}</b></p>",
+            f"<table><tr><th>{w['pre-token']}</th><th>{w['symbols']}</th><th>{w['merges']}</th>"
+            f"<th>{w['ids']}</th></tr>",
         ]
         for p in self.pretokens:
             merges = "<br>".join(
@@ -357,7 +362,7 @@ class Explanation:
                 f"<tr><td><code>{esc(repr(p.text))}</code></td><td><code>{esc(' '.join(p.symbols))}</code></td>"
                 f"<td style='text-align:left'>{merges or '&ndash;'}</td><td style='text-align:left'>{toks}</td></tr>"
             )
-        out.append(f"</table><p><b>4. {len(self.ids)} tokens:</b> <code>{self.ids}</code></p></div>")
+        out.append(f"</table><p><b>4. {w['tokens']} ({len(self.ids)}):</b> <code>{self.ids}</code></p></div>")
         return "\n".join(out)
 
 

@@ -357,20 +357,8 @@ def judge_images(judge: Any, images: Tensor, wanted: Sequence[dict[str, str]]) -
     """Referee images (P, k, 3, S, S), group ``p`` asked for ``wanted[p]``: the fractions ``fidelity`` (clean and
     right shape and colour: :meth:`mmcore.judge.Judge.fidelity`), ``shape``, ``color``, ``shape_color`` (right
     shape and colour, clean or not) and ``clean``; ``images``: how many were judged."""
-    from .judge import matches
-
     per_prompt = images.shape[1]
-    predictions = judge.predict(images.flatten(0, 1).cpu())  # P * k dicts
-    wanted = [w for w in wanted for _ in range(per_prompt)]
-    count = max(1, len(predictions))
-    return {
-        "fidelity": sum(matches(p, w) for p, w in zip(predictions, wanted)) / count,
-        "shape": sum(p["shape"] == w["shape"] for p, w in zip(predictions, wanted)) / count,
-        "color": sum(p["color"] == w["color"] for p, w in zip(predictions, wanted)) / count,
-        "shape_color": sum(matches(p, w, require_clean=False) for p, w in zip(predictions, wanted)) / count,
-        "clean": sum(bool(p["clean"]) for p in predictions) / count,
-        "images": float(len(predictions)),
-    }
+    return judge.report(images.flatten(0, 1).cpu(), [w for w in wanted for _ in range(per_prompt)])  # P * k images
 
 
 def judge_fidelity(model: DALLE, judge: Any, pairs: Sequence[tuple[str, str]], n: int = 8, rerank: int | None = None,

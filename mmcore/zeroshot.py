@@ -39,6 +39,7 @@ __all__ = [
     "class_prompts",
     "shapes_classifier",
     "zero_shot_accuracy",
+    "class_accuracies",
     "evaluate_zero_shot",
     "text_to_image_recall",
     "phrasing_report",
@@ -148,7 +149,13 @@ def evaluate_zero_shot(
     with eval_mode(model):
         weights = shapes_classifier(model, tokenizer, lang, CLASSES, templates)  # (E, C)
         image_emb = _encode_images(model, images)  # (N, E)
-    predicted = (image_emb @ weights.to(image_emb.device)).argmax(dim=1).tolist()  # (N,)
+    return class_accuracies(image_emb, weights, attributes)
+
+
+def class_accuracies(image_embeddings: Tensor, class_weights: Tensor, attributes: Sequence[dict[str, str]]) -> dict[str, float]:
+    """``{"joint", "shape", "color"}`` accuracy of the nearest of the 48 :data:`CLASSES` (``class_weights`` (E, 48))
+    for unit ``image_embeddings`` (N, E) whose true attributes are ``attributes``."""
+    predicted = (image_embeddings @ class_weights.to(image_embeddings.device)).argmax(dim=1).tolist()  # (N,)
     pairs = [CLASSES[p] for p in predicted]
     n = len(attributes)
     return {
@@ -197,18 +204,6 @@ def phrasing_report(
     :data:`mmcore.data.UNSEEN_PHRASINGS`, which no training caption or prompt template uses."""
     with eval_mode(model):
         image_emb = _encode_images(model, images)  # (N, E): encoded once for every phrasing
-    truth = [(a["shape"], a["color"]) for a in attributes]
-    report: dict[str, dict[str, dict[str, float]]] = {}
-    for lang in langs:
-        report[lang] = {}
-        for phrasing in phrasings[lang]:
-            with eval_mode(model):
-                weights = shapes_classifier(model, tokenizer, lang, CLASSES, [phrasing])  # (E, C)
-            predicted = [CLASSES[p] for p in (image_emb @ weights.to(image_emb.device)).argmax(dim=1).tolist()]
-            n = len(truth)
-            report[lang][phrasing] = {
-                "joint": sum(p == t for p, t in zip(predicted, truth)) / n,
-                "shape": sum(p[0] == t[0] for p, t in zip(predicted, truth)) / n,
-                "color": sum(p[1] == t[1] for p, t in zip(predicted, truth)) / n,
-            }
-    return report
+        return {lang: {phrasing: class_accuracies(image_emb, shapes_classifier(model, tokenizer, lang, CLASSES, [phrasing]),
+                                                  attributes)
+                       for phrasing in phrasings[lang]} for lang in langs}

@@ -399,13 +399,10 @@ def test_prompts_as_people_type_them_floor():
     75 to 92 %. Floors: 40 % and 60 % (a 24-sample set's noise is about 10 points)."""
     from mmcore import judge
     from mmcore.data import HELDOUT, phrased_prompts
-    from mmcore.judge import matches
     from mmcore.train_dalle import seen_pairs
 
     model, referee = mmcore.dalle.load("shapes-dalle", device="cpu"), judge.load()
     prompts = phrased_prompts(seen_pairs(6) + sorted(HELDOUT), per_pair=1)
-    predictions = [referee.predict(model.generate(text, n=1, seed=i))[0] for i, (text, _, _) in enumerate(prompts)]
-    fidelity = sum(matches(p, w) for p, (_, _, w) in zip(predictions, prompts)) / len(prompts)
-    shape_color = sum(p["shape"] == w["shape"] and p["color"] == w["color"]
-                      for p, (_, _, w) in zip(predictions, prompts)) / len(prompts)
-    assert len(prompts) == 24 and fidelity >= 0.40 and shape_color >= 0.6, (fidelity, shape_color)
+    images = [model.generate(text, n=1, seed=i)[0] for i, (text, _, _) in enumerate(prompts)]
+    result = referee.report(images, [wanted for _, _, wanted in prompts])
+    assert result["images"] == 24 and result["fidelity"] >= 0.40 and result["shape_color"] >= 0.6, result

@@ -550,5 +550,7 @@ def test_explain(oa, course):
     assert course.explain("").ids == []
     bengali = str(course.explain("একটি লাল বৃত্ত", lang="bn"))
     assert bengali.startswith("টোকেনাইজার: course") and "প্রি-টোকেন" in bengali and "Pre-tokens" not in bengali
+    as_html = course.explain("একটি লাল বৃত্ত", lang="bn")._repr_html_()
+    assert "প্রি-টোকেন" in as_html and "Pre-token" not in as_html and "tokenizer" not in as_html
     with pytest.raises(ValueError, match="'en' or 'bn'"):
         course.explain("x", lang="fr")

@@ -365,13 +365,10 @@ def test_prompts_as_people_type_them_floor():
     clears: 45 % and 80 %."""
     from mmcore import judge
     from mmcore.data import HELDOUT, phrased_prompts
-    from mmcore.judge import matches
     from mmcore.train_dalle import seen_pairs
 
     model, referee = mmcore.unclip.load("shapes-unclip", device="cpu"), judge.load()
     prompts = phrased_prompts(seen_pairs(6) + sorted(HELDOUT), per_pair=1)
-    predictions = [referee.predict(model.generate(text, n=1, seed=i))[0] for i, (text, _, _) in enumerate(prompts)]
-    fidelity = sum(matches(p, w) for p, (_, _, w) in zip(predictions, prompts)) / len(prompts)
-    shape_color = sum(p["shape"] == w["shape"] and p["color"] == w["color"]
-                      for p, (_, _, w) in zip(predictions, prompts)) / len(prompts)
-    assert len(prompts) == 24 and fidelity >= 0.45 and shape_color >= 0.8, (fidelity, shape_color)
+    images = [model.generate(text, n=1, seed=i)[0] for i, (text, _, _) in enumerate(prompts)]
+    result = referee.report(images, [wanted for _, _, wanted in prompts])
+    assert result["images"] == 24 and result["fidelity"] >= 0.45 and result["shape_color"] >= 0.8, result

@@ -64,10 +64,10 @@ def generator_fidelity(name: str, make: Callable[[str, int], Any], referee: judg
     hits: dict[tuple[str, bool], list[bool]] = {}
     prompts = phrased_prompts(pairs, per_pair)
     t0 = time.perf_counter()
-    for i, (text, lang, wanted) in enumerate(prompts):
-        ok = matches(referee.predict([make(text, i)])[0], wanted)
-        hits.setdefault((lang, (wanted["shape"], wanted["color"]) in HELDOUT), []).append(ok)
-    seconds = (time.perf_counter() - t0) / len(prompts)
+    predictions = referee.predict([make(text, i) for i, (text, _, _) in enumerate(prompts)])
+    seconds = (time.perf_counter() - t0) / len(prompts)  # drawing and judging
+    for prediction, (_, lang, wanted) in zip(predictions, prompts):
+        hits.setdefault((lang, (wanted["shape"], wanted["color"]) in HELDOUT), []).append(matches(prediction, wanted))
     rate = lambda xs: sum(xs) / len(xs)
     parts = [f"{lang}: seen {rate(hits[(lang, False)]):6.1%} held-out {rate(hits[(lang, True)]):6.1%}" for lang in LANGS]
     seen = [x for (_, held), v in hits.items() if not held for x in v]
