@@ -23,13 +23,13 @@ pixels. What each piece here is for:
   replaces the caption by the *null caption* (``[start] [end]``, the empty prompt) a fraction of the time, so
   the same network also learns unconditional generation. At sampling time both streams run in one batch and
   the logits are pushed away from the unconditional ones: ``uncond + s * (cond - uncond)``
-  (:func:`classifier_free_guidance`).
-* **Sampling** with temperature, :func:`top_k_filter` and :func:`top_p_filter`, and a key/value cache
+  (:func:`mmcore.sampling.classifier_free_guidance`).
+* **Sampling** with temperature, :func:`mmcore.sampling.top_k_filter` and :func:`~mmcore.sampling.top_p_filter`, and a key/value cache
   (:class:`mmcore.transformer.KVCache`) so that each new code costs one position, not the whole sequence.
 * **CLIP re-ranking.** Sample ``n`` images, score each against the prompt with the course's tiny CLIP, keep the
   best ``k`` (:func:`clip_scores`, ``generate(..., rerank=k)``). The tiny CLIP scores every good sample almost
   alike, so ``rerank_by="clip+likelihood"`` also asks the generator how typical each sample is
-  (:func:`rerank_scores`).
+  (:func:`mmcore.sampling.rerank_scores`).
 
 Use the shipped model with ``mmcore.dalle.load("shapes-dalle").generate("একটি লাল বৃত্ত", n=8, rerank=2)``;
 train one with ``python -m mmcore.train_dalle`` (:mod:`mmcore.train_dalle`).
@@ -39,13 +39,20 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import clip as clip_module
+from . import get_device
+from . import vqgan as vqgan_module
+from .clip import normalize_pixels
+from .data import LANGS, pair_prompt
+from .sampling import RERANK_BY, PromptTooLongError, classifier_free_guidance, rerank_scores, sample_from_logits
+from .tokenizer import BPETokenizer, ContextLengthError
 from .transformer import KVCache, Transformer, init_transformer_
 from .weights import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint, save_checkpoint
 
@@ -55,18 +62,12 @@ __all__ = [
     "DALLEOutput",
     "DALLELoss",
     "SampleResult",
-    "PromptTooLongError",
     "DALLE",
     "dalle_loss",
     "pad_after_end",
-    "top_k_filter",
-    "top_p_filter",
-    "classifier_free_guidance",
-    "sample_from_logits",
     "clip_scores",
-    "standardize",
-    "rerank_scores",
-    "RERANK_BY",
+    "sample_pair_images",
+    "rerank_images",
     "to_pil",
     "available_models",
     "load",
@@ -168,10 +169,6 @@ class SampleResult(NamedTuple):
     scores: Tensor | None  # (N,) CLIP cosine similarity with the prompt when re-ranked, else None
 
 
-class PromptTooLongError(ValueError):
-    """A prompt has more tokens than the model's text positions."""
-
-
 # ----------------------------------------------------------------------------------------------- pure functions
 
 
@@ -198,94 +195,6 @@ def pad_after_end(tokens: Tensor, eot_token: int, pad_token: int) -> Tensor:
     return tokens.masked_fill(after, pad_token)
 
 
-def top_k_filter(logits: Tensor, k: int | None) -> Tensor:
-    """Keep the ``k`` largest logits of each row (last dimension), set the others to ``-inf``.
-
-    ``k=None`` (or ``k`` >= the number of classes) keeps all. Ties at the k-th value are all kept.
-    """
-    if k is None or k >= logits.shape[-1]:
-        return logits
-    if k < 1:
-        raise ValueError(f"top_k must be >= 1 or None; got {k}")
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (..., 1): the k-th largest value
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-def top_p_filter(logits: Tensor, p: float | None) -> Tensor:
-    """Nucleus filtering: keep the smallest set of most likely classes whose probabilities sum to at least ``p``.
-
-    The most likely class is always kept; ``p=None`` or ``p >= 1`` keeps all. Others get ``-inf``.
-    """
-    if p is None or p >= 1.0:
-        return logits
-    if p <= 0:
-        raise ValueError(f"top_p must be in (0, 1] or None; got {p}")
-    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (..., K)
-    probs = sorted_logits.softmax(dim=-1)  # (..., K)
-    mass_before = probs.cumsum(dim=-1) - probs  # (..., K): probability of the classes ranked above
-    drop_sorted = mass_before >= p  # the set already reached p without this class
-    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to the original class order
-    return logits.masked_fill(drop, float("-inf"))
-
-
-def classifier_free_guidance(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
-    """``uncond + scale * (cond - uncond)``: move the logits ``scale`` times as far from the unconditional ones.
-
-    ``scale=1`` gives ``cond`` (written as ``cond + (scale - 1) * (cond - uncond)``, so exactly ``cond``), ``0``
-    gives ``uncond``, larger values follow the caption more closely at the cost of variety.
-    """
-    return cond + (scale - 1.0) * (cond - uncond)
-
-
-def sample_from_logits(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
-                       top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
-    """One class per row of ``logits`` (B, K) -> (B,) long.
-
-    Temperature first, then :func:`top_k_filter` and :func:`top_p_filter`, then one uniform number per row from
-    ``generator`` (a CPU generator; the draw is moved to the logits' device) picks a class by inverting the
-    cumulative distribution. The same generator state gives the same classes on any device, and logits that
-    differ only by float rounding (a cached and an uncached forward) almost never change the result.
-    ``temperature=0`` picks the most likely class.
-    """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0; got {temperature}")
-    # (B, 1) uniform in (0, 1), drawn even when greedy so that the generator advances the same way
-    u = torch.rand(logits.shape[0], 1, generator=generator).clamp_(min=1e-7).to(logits.device)
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = top_p_filter(top_k_filter(logits.float() / temperature, top_k), top_p)
-    cdf = logits.softmax(dim=-1).cumsum(dim=-1)  # (B, K)
-    index = (cdf < u * cdf[:, -1:]).sum(dim=-1)  # (B,): the first class whose cumulative mass reaches u
-    return index.clamp_(max=logits.shape[-1] - 1)
-
-
-RERANK_BY = ("clip", "likelihood", "clip+likelihood")  # the scores :func:`rerank_scores` knows
-
-
-def standardize(x: Tensor) -> Tensor:
-    """``(x - mean) / std`` of a 1-d tensor (0 where all values are equal): makes two scores addable."""
-    std = x.std() if x.numel() > 1 else x.new_zeros(())
-    return (x - x.mean()) / std if std > 0 else torch.zeros_like(x)
-
-
-def rerank_scores(clip_score: Tensor | None, log_likelihood: Tensor | None, rerank_by: str = "clip") -> Tensor:
-    """The score that re-ranking sorts by (higher is better), for one prompt's ``n`` samples -> (n,).
-
-    ``"clip"``: CLIP's cosine similarity with the prompt (the DALL-E paper). ``"likelihood"``: the generator's own
-    mean log-probability of the sample's codes (low for the odd, broken sample). ``"clip+likelihood"``: the sum of
-    both, each standardised over the ``n`` samples. Why the second: the course's tiny CLIP at 32 px gives every
-    good sample almost the same score (0.85 +- 0.01), so on its own it often picks an odd sample whose outline is
-    broken; the likelihood prefers typical samples.
-    """
-    if rerank_by == "clip":
-        return clip_score
-    if rerank_by == "likelihood":
-        return log_likelihood
-    if rerank_by == "clip+likelihood":
-        return standardize(clip_score) + standardize(log_likelihood)
-    raise ValueError(f"rerank_by must be one of {RERANK_BY}; got {rerank_by!r}")
-
-
 def to_pil(images: Tensor) -> list[Any]:
     """(N, 3, S, S) floats in [0, 1] -> N PIL RGB images."""
     from PIL import Image
@@ -300,8 +209,6 @@ def clip_scores(clip: Any, tokenizer: Callable[..., Tensor], images: Tensor, pro
 
     The images are resized to CLIP's input size and normalised with OpenAI's mean and std, as
     :mod:`mmcore.guided` does."""
-    from .clip import normalize_pixels
-
     device = next(clip.parameters()).device
     x = normalize_pixels(images.to(device=device, dtype=torch.float32), clip.cfg.image_size)  # (N, 3, size, size)
     image_emb = clip.encode_image(x, normalize=True)  # (N, E)
@@ -430,8 +337,6 @@ class DALLE(nn.Module):
     def get_tokenizer(self) -> Any:
         """The text tokenizer (the course BPE unless one was attached)."""
         if self._helpers["tokenizer"] is None:
-            from .tokenizer import BPETokenizer
-
             self._helpers["tokenizer"] = BPETokenizer.course()
         return self._helpers["tokenizer"]
 
@@ -440,8 +345,6 @@ class DALLE(nn.Module):
 
         A prompt longer than the model's ``text_length`` raises :class:`PromptTooLongError` unless ``truncate``.
         """
-        from .tokenizer import ContextLengthError
-
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         tokenizer = self.get_tokenizer()
         try:
@@ -509,16 +412,12 @@ class DALLE(nn.Module):
         """The VQGAN whose codes this model writes ("shapes-vqgan" unless one was attached), on the model's device."""
         device = self.text_pos_embed.device
         if self._helpers["vqgan"] is None:
-            from . import vqgan as vqgan_module
-
             self._helpers["vqgan"] = vqgan_module.load(self.card.get("vqgan", "shapes-vqgan"), device=device)
         return self._helpers["vqgan"].to(device)
 
     def get_clip(self) -> tuple[Any, Any]:
         """``(clip_model, clip_tokenizer)`` for re-ranking (the shipped "shapes-tiny" unless one was attached)."""
         if self._helpers["clip"] is None:
-            from . import clip as clip_module
-
             model, _, tokenizer = clip_module.load("shapes-tiny", device=self.text_pos_embed.device)
             self._helpers["clip"] = (model, tokenizer)
         return self._helpers["clip"]
@@ -619,6 +518,48 @@ class DALLE(nn.Module):
 # ----------------------------------------------------------------------------------------------------- loading
 
 
+# ------------------------------------------------------------------------------------ many prompts at once
+
+
+@torch.no_grad()
+def sample_pair_images(model: DALLE, pairs: Sequence[tuple[str, str]], n: int = 8, seed: int = 0,
+                       langs: Sequence[str] = LANGS, batch_rows: int = 512,
+                       **settings: Any) -> tuple[list[str], list[dict[str, str]], Tensor, Tensor]:
+    """Sample ``n`` images for the :func:`mmcore.data.pair_prompt` of every (shape, colour) pair and language.
+
+    ``settings``: :class:`mmcore.dalle.SampleConfig` fields (``guidance_scale`` 1: no guidance), else the model's.
+    All prompts are sampled together, ``batch_rows`` rows at a time. Returns ``(prompts (P,), wanted (P,),
+    images (P, n, 3, S, S) in [0, 1], codes (P, n, G, G))``, ``wanted`` the judge's ``{"shape", "color"}`` of each
+    prompt."""
+    cfg = SampleConfig.from_dict({**asdict(model.sample_config), **settings})
+    scale = None if cfg.guidance_scale == 1.0 else cfg.guidance_scale
+    model.eval()
+    device = model.text_pos_embed.device
+    prompts = [pair_prompt(s, c, lang) for s, c in pairs for lang in langs]
+    wanted = [{"shape": s, "color": c} for s, c in pairs for _ in langs]
+    text = model.tokenize(prompts).to(device).repeat_interleave(n, dim=0)  # (P * n, Lt)
+    generator = torch.Generator().manual_seed(seed)
+    codes = torch.cat([model.sample_codes(text[i : i + batch_rows], scale, cfg.temperature, cfg.top_k, cfg.top_p,
+                                          generator) for i in range(0, len(text), batch_rows)])  # (P * n, G, G)
+    vqgan = model.get_vqgan()
+    images = torch.cat([vqgan.decode_indices(codes[i : i + batch_rows]).float().clamp(0, 1)
+                        for i in range(0, len(codes), batch_rows)])  # (P * n, 3, S, S)
+    G = model.cfg.grid_size
+    return prompts, wanted, images.view(len(prompts), n, *images.shape[1:]), codes.view(len(prompts), n, G, G)
+
+
+@torch.no_grad()
+def rerank_images(model: DALLE, prompts: Sequence[str], images: Tensor, codes: Tensor, k: int,
+                  rerank_by: str = "clip") -> Tensor:
+    """The ``k`` best images of each prompt's group (P, n, 3, S, S) with their codes (P, n, G, G), by
+    :meth:`mmcore.dalle.DALLE.score_samples` -> (P, k, 3, S, S), best first."""
+    kept = []
+    for prompt, group, group_codes in zip(prompts, images, codes):
+        order = model.score_samples(prompt, group, group_codes, rerank_by).argsort(descending=True)[:k]
+        kept.append(group[order.to(group.device)])  # (k, 3, S, S)
+    return torch.stack(kept)
+
+
 def available_models() -> list[str]:
     """Names :func:`load` knows without a path."""
     return ["shapes-dalle"]
@@ -627,8 +568,6 @@ def available_models() -> list[str]:
 def load(name_or_path: str | os.PathLike = "shapes-dalle", device: str | torch.device | None = None) -> DALLE:
     """The shipped ``"shapes-dalle"`` (``data/checkpoints/``, no network) or a checkpoint path -> :class:`DALLE`
     in eval mode, float32, on ``device`` (default: :func:`mmcore.get_device`). Reading safetensors runs no code."""
-    from . import get_device
-
     path = resolve_checkpoint(name_or_path, "shapes-dalle", SHAPES_DALLE, "DALL-E model",
                               f"`{TRAIN_COMMAND}` (a few minutes on a GPU; see mmcore/train_dalle.py)")
     device = torch.device(device) if device is not None else get_device()

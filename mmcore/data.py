@@ -39,19 +39,24 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import multiprocessing
 import random
 import re
-from typing import Any, Callable, NamedTuple, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
+from torch import Tensor
 
 from .images import ImageLoadError, load_image
 
 __all__ = [
     "SHAPES", "COLORS", "SIZES", "POSITIONS", "COLOR_RGB", "RELATIONS", "HELDOUT", "SPLITS", "LANGS",
     "TRAIN_TEMPLATES", "BASE_TEMPLATES", "EVAL_TEMPLATES", "UNSEEN_PHRASINGS", "RELATION_TEMPLATES", "compositions", "sample_attributes", "render",
-    "caption", "phrased_prompts", "frame_caption", "filler_words", "bn_genitive", "ShapesDataset", "caption_corpus", "Photo", "sample_photos", "load_image",
+    "caption", "phrased_prompts", "pair_prompt", "seen_pairs", "NUM_COMBOS", "combo_index", "combo_attributes",
+    "render_images", "rendered_chunks", "frame_caption", "filler_words", "bn_genitive", "ShapesDataset", "caption_corpus", "Photo", "sample_photos", "load_image",
     "ImageLoadError",
 ]
 
@@ -396,6 +401,41 @@ def phrased_prompts(pairs: Sequence[tuple[str, str]], per_pair: int | None = Non
     return out
 
 
+_SHAPES, _COLORS, _SIZES, _POSITIONS = list(SHAPES), list(COLORS), list(SIZES), list(POSITIONS)
+NUM_COMBOS = len(_SHAPES) * len(_COLORS) * len(_SIZES) * len(_POSITIONS)  # 480 attribute combinations
+
+
+def combo_index(attrs: dict[str, str]) -> int:
+    """An image's (one-object) attributes -> its index among all :data:`NUM_COMBOS` combinations (0 .. 479): the
+    row of a training run's caption table (:mod:`mmcore.train_dalle`, :mod:`mmcore.train_unclip`)."""
+    i = _SHAPES.index(attrs["shape"])
+    i = i * len(_COLORS) + _COLORS.index(attrs["color"])
+    i = i * len(_SIZES) + _SIZES.index(attrs["size"])
+    return i * len(_POSITIONS) + _POSITIONS.index(attrs["position"])
+
+
+def combo_attributes(index: int) -> dict[str, str]:
+    """Inverse of :func:`combo_index`."""
+    index, p = divmod(index, len(_POSITIONS))
+    index, z = divmod(index, len(_SIZES))
+    s, c = divmod(index, len(_COLORS))
+    return {"shape": _SHAPES[s], "color": _COLORS[c], "size": _SIZES[z], "position": _POSITIONS[p]}
+
+
+def pair_prompt(shape: str, color: str, lang: str = "en") -> str:
+    """The plain prompt of a (shape, colour) pair: ``"a red circle"`` / ``"an orange star"`` / ``"একটি লাল বৃত্ত"``
+    (training template 3); the prompt with which the generators' fidelity is measured."""
+    return caption({"shape": shape, "color": color, "size": "small", "position": "center"}, lang,
+                   TRAIN_TEMPLATES[lang][3])
+
+
+def seen_pairs(n: int | None = None) -> list[tuple[str, str]]:
+    """Training (shape, colour) compositions in a fixed order that spreads shapes and colours (first ``n``)."""
+    pairs = [(s, c) for c in _COLORS for s in _SHAPES if (s, c) not in HELDOUT]
+    pairs.sort(key=lambda sc: ((_SHAPES.index(sc[0]) * 5 + _COLORS.index(sc[1])) % 7, sc))
+    return pairs[:n]
+
+
 @functools.lru_cache(maxsize=None)
 def filler_words(lang: str) -> tuple[str, ...]:
     """Everyday words of ``lang`` that name no Shapes attribute: the words of the course tokenizer's general text
@@ -562,6 +602,52 @@ def render(attributes: dict[str, str], image_size: int = 32, rng: random.Random 
     for obj in objects:
         image.paste(obj.rgb, mask=_mask(obj, image_size))  # blends the colour in by the mask's coverage
     return image
+
+
+def _render_range(args: tuple[str, int, int, int, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``start .. start + n - 1`` of a stream -> (uint8 (n, S, S, 3), combo indices (n,)).
+
+    A top-level function, so that worker processes can run it."""
+    stream, start, n, image_size, split = args
+    images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
+    combos = np.empty(n, dtype=np.int64)
+    for k in range(n):
+        rng = random.Random(f"{stream}:{start + k}")
+        attrs = sample_attributes(rng, split)
+        images[k] = np.asarray(render(attrs, image_size, rng), dtype=np.uint8)
+        combos[k] = combo_index(attrs)
+    return images, combos
+
+
+def _render_jobs(n: int, seed: int, split: str, image_size: int,
+                 chunk: int = 2048) -> list[tuple[str, int, int, int, str]]:
+    stream = f"dalle:{split}:{seed}"
+    return [(stream, s, min(chunk, n - s), image_size, split) for s in range(0, n, chunk)]
+
+
+def rendered_chunks(n: int, seed: int, split: str, image_size: int, workers: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Chunks of :func:`render_images`, in order: (uint8 (c, 3, S, S), combo indices (c,)) each."""
+    jobs = _render_jobs(n, seed, split, image_size)
+    if workers > 1 and len(jobs) > 1:
+        # "spawn": fresh interpreters, safe even after CUDA or torch's thread pools have started in this process
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for images, combos in pool.map(_render_range, jobs):
+                yield torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(combos)
+    else:
+        for job in jobs:
+            images, combos = _render_range(job)
+            yield torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(combos)  # (c, 3, S, S), (c,)
+
+
+def render_images(n: int, seed: int = 0, split: str = "train", image_size: int = 32,
+                  workers: int = 1) -> tuple[Tensor, Tensor]:
+    """``n`` Shapes images of ``split`` -> (uint8 (n, 3, S, S), combo indices (n,)).
+
+    Image ``i`` is a pure function of (seed, split, i), whatever ``workers`` is (processes that render chunks)."""
+    parts = list(rendered_chunks(n, seed, split, image_size, workers))
+    if not parts:
+        return torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
+    return torch.cat([p[0] for p in parts]).contiguous(), torch.cat([p[1] for p in parts])
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -472,7 +472,7 @@ def generate(prompt: str, clip: Any = None, vqgan: Any = None, steps: int | None
         clip_part = -prompt_loss(images)  # (M,) higher is better
         log_likelihood = prior.code_log_likelihood(prior.null_text(len(codes), device), codes) if prior else None
         if log_likelihood is not None and cfg.select_alpha:
-            from .dalle import standardize
+            from .sampling import standardize
 
             choice = int((standardize(clip_part) + cfg.select_alpha * standardize(log_likelihood)).argmax())
         else:

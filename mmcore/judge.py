@@ -564,7 +564,15 @@ class Judge:
     def report(self, images: Sequence[Image.Image] | Tensor, wanted: Sequence[dict[str, str]]) -> dict[str, float]:
         """Referee ``images`` (one ``wanted`` dict each): the fractions ``fidelity`` (clean and what was asked, as
         :meth:`fidelity`), ``shape``, ``color``, ``shape_color`` (right shape and colour, clean or not) and
-        ``clean``; ``images``: how many were judged."""
+        ``clean``; ``images``: how many were judged.
+
+        ``images`` may also be groups (P, k, 3, S, S) with one ``wanted`` dict per group (k pictures per prompt, as
+        the generators' ``sample_pair_images`` return them)."""
+        if isinstance(images, Tensor) and images.ndim == 5:
+            if len(wanted) != images.shape[0]:
+                raise ValueError(f"{images.shape[0]} groups of images but {len(wanted)} wanted-dicts")
+            wanted = [w for w in wanted for _ in range(images.shape[1])]
+            images = images.flatten(0, 1)  # (P * k, 3, S, S)
         predictions = self.predict(images)
         if len(wanted) != len(predictions):
             raise ValueError(f"{len(predictions)} images but {len(wanted)} wanted-dicts")

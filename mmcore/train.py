@@ -51,8 +51,8 @@ from . import get_device, quick_mode, set_seed
 from .clip import CLIP, CLIPConfig, clip_loss
 from .data import BASE_TEMPLATES, LANGS, TRAIN_TEMPLATES, caption, frame_caption, render, sample_attributes
 from .tokenizer import COURSE_DIR, BPETokenizer
-from .training import (add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads, default_threads,
-                       parameter_groups, print_summary, progress_bar, run_card)
+from .training import (SPEED_MARK, add_config_arguments, autocast, budget_steps, config_from_args, cosine_schedule,
+                       cpu_threads, default_threads, parameter_groups, print_summary, progress_bar, run_card, warmup_for)
 from .weights import load_checkpoint, resolve_checkpoint, sha256_file
 from .zeroshot import eval_set, evaluate_zero_shot, images_to_tensor, text_to_image_recall
 
@@ -423,7 +423,7 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
     planned = cfg.steps  # the schedule's length; with a time budget it is re-estimated from the speed
     bar = progress_bar(cfg.steps - start_step, cfg.progress and rank == 0, "CLIP")
     t0 = time.perf_counter()
-    step = start_step
+    step, mark = start_step, None  # mark: where the speed measurement starts (training.budget_steps)
 
     def run_eval() -> None:
         images, attributes = eval_images
@@ -434,16 +434,16 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
     while step < cfg.steps:
         if budget is not None:
             elapsed = time.perf_counter() - t0
-            if step - start_step >= 10:  # speed known: the schedule ends where the budget will
-                rate = (step - start_step) / elapsed
-                planned = min(cfg.steps, max(step + 1, start_step + round(rate * budget)))
+            if mark is None and step - start_step >= SPEED_MARK:
+                mark = (step, elapsed)
+            planned = budget_steps(step, elapsed, budget, cfg.steps, mark)  # the schedule ends where the budget will
             over, planned = _from_rank0(float(elapsed >= budget), planned, device=device)  # all processes agree
             planned = int(planned)
             if over:
                 break
             if bar is not None:
                 bar.total = planned - start_step
-        warmup = min(cfg.warmup_steps, planned // 5) if budget is not None else cfg.warmup_steps  # short runs: short warm-up
+        warmup = warmup_for(planned, cfg.warmup_steps) if budget is not None else cfg.warmup_steps  # short runs: short warm-up
         lr = cfg.lr * cosine_schedule(step, planned, warmup, cfg.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr

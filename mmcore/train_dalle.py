@@ -46,36 +46,30 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import get_device, quick_mode, set_seed
-from .dalle import DALLE, DALLEConfig, SampleConfig, dalle_loss, pad_after_end
-from .data import COLORS, HELDOUT, LANGS, POSITIONS, SHAPES, SIZES, TRAIN_TEMPLATES, caption, render, sample_attributes
-from .training import (add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads, default_threads,
-                       parameter_groups, print_summary, progress_bar, run_card)
+from . import dalle as dalle_module
+from . import get_device, judge as judge_module, quick_mode, set_seed
+from . import vqgan as vqgan_module
+from .dalle import DALLE, DALLEConfig, SampleConfig, dalle_loss, pad_after_end, rerank_images, sample_pair_images
+from .data import (HELDOUT, LANGS, NUM_COMBOS, TRAIN_TEMPLATES, caption, combo_attributes, frame_caption,
+                   rendered_chunks, seen_pairs)
+from .tokenizer import BPETokenizer
+from .training import (SPEED_MARK, add_config_arguments, autocast, budget_steps, config_from_args, cosine_schedule,
+                       cpu_threads, default_threads, parameter_groups, print_summary, progress_bar, run_card, warmup_for)
 
 __all__ = [
     "DALLETrainConfig",
     "DALLEHistory",
     "DALLETrainResult",
     "CodePool",
-    "combo_index",
-    "combo_attributes",
     "caption_table",
-    "rendered_chunks",
-    "render_images",
     "build_pool",
     "draw_batch",
     "evaluate_loss",
-    "fidelity_prompt",
-    "seen_pairs",
-    "sample_pair_images",
-    "rerank_images",
-    "judge_images",
     "judge_fidelity",
     "train_dalle",
     "main",
@@ -103,6 +97,7 @@ class DALLETrainConfig:
     text_weight: float = 1.0  # weight of the text loss (the paper: 1 ...)
     image_weight: float = 7.0  # ... to 7 for the image loss
     null_caption_prob: float = 0.15  # probability that a caption is replaced by the null caption (for guidance)
+    framed_captions: int = 0  # per attribute combination, this many extra captions with everyday words around them
     pool_size: int | None = None  # images in the code pool (None: 2,000,000 on CUDA, 20,000 elsewhere)
     pool_batch: int = 1024  # images encoded by the VQGAN at once while building the pool
     render_workers: int = 0  # processes that render the pool's images (0: all cores but one, at most 16; 1: none)
@@ -153,85 +148,36 @@ class DALLETrainResult(NamedTuple):
 
 # ------------------------------------------------------------------------------------------------------- data
 
-_SHAPES, _COLORS, _SIZES, _POSITIONS = list(SHAPES), list(COLORS), list(SIZES), list(POSITIONS)
-NUM_COMBOS = len(_SHAPES) * len(_COLORS) * len(_SIZES) * len(_POSITIONS)  # 480 attribute combinations
+def framed_captions(index: int, count: int, tokenizer: Any, text_length: int, seed: int = 0) -> list[str]:
+    """``count`` framed captions of combination ``index``: a random training template of a random language with
+    everyday words around it (:func:`mmcore.data.frame_caption`), each short enough for ``text_length`` positions.
+    A pure function of (index, count, seed)."""
+    texts = []
+    rng = random.Random(f"dalle-frame:{seed}:{index}")
+    attrs = combo_attributes(index)
+    while len(texts) < count:
+        lang = LANGS[len(texts) % len(LANGS)]  # both languages equally
+        text = frame_caption(caption(attrs, lang, rng.choice(TRAIN_TEMPLATES[lang])), lang, rng)
+        if len(tokenizer.encode(text)) + 2 <= text_length:  # [start] + tokens + [end] must fit; else draw again
+            texts.append(text)
+    return texts
 
 
-def combo_index(attrs: dict[str, str]) -> int:
-    """An image's attributes -> its row in the caption table (0 .. 479)."""
-    i = _SHAPES.index(attrs["shape"])
-    i = i * len(_COLORS) + _COLORS.index(attrs["color"])
-    i = i * len(_SIZES) + _SIZES.index(attrs["size"])
-    return i * len(_POSITIONS) + _POSITIONS.index(attrs["position"])
-
-
-def combo_attributes(index: int) -> dict[str, str]:
-    """Inverse of :func:`combo_index`."""
-    index, p = divmod(index, len(_POSITIONS))
-    index, z = divmod(index, len(_SIZES))
-    s, c = divmod(index, len(_COLORS))
-    return {"shape": _SHAPES[s], "color": _COLORS[c], "size": _SIZES[z], "position": _POSITIONS[p]}
-
-
-def caption_table(tokenizer: Any, text_length: int, pad_token: int) -> Tensor:
-    """Token ids of every training caption: (480 combinations, T templates, text_length).
+def caption_table(tokenizer: Any, text_length: int, pad_token: int, framed: int = 0, seed: int = 0) -> Tensor:
+    """Token ids of every training caption: (480 combinations, T templates + ``framed``, text_length).
 
     The first half of the T templates are the English :data:`mmcore.data.TRAIN_TEMPLATES`, the second half their
-    Bengali translations (in the same order); padding
-    after [end] is ``pad_token``."""
+    Bengali translations (in the same order); then ``framed`` captions per combination with everyday words around
+    them (:func:`framed_captions`, both languages alternately). Padding after [end] is ``pad_token``."""
     texts = [caption(combo_attributes(i), lang, template)
              for i in range(NUM_COMBOS) for lang in LANGS for template in TRAIN_TEMPLATES[lang]]
     tokens = pad_after_end(tokenizer(texts, context_length=text_length), tokenizer.eot_token, pad_token)
-    return tokens.view(NUM_COMBOS, -1, text_length)  # (480, T, Lt)
-
-
-def _render_range(args: tuple[str, int, int, int, str]) -> tuple[np.ndarray, np.ndarray]:
-    """Images ``start .. start + n - 1`` of a stream -> (uint8 (n, S, S, 3), combo indices (n,)).
-
-    A top-level function, so that worker processes can run it."""
-    stream, start, n, image_size, split = args
-    images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
-    combos = np.empty(n, dtype=np.int64)
-    for k in range(n):
-        rng = random.Random(f"{stream}:{start + k}")
-        attrs = sample_attributes(rng, split)
-        images[k] = np.asarray(render(attrs, image_size, rng), dtype=np.uint8)
-        combos[k] = combo_index(attrs)
-    return images, combos
-
-
-def _render_jobs(n: int, seed: int, split: str, image_size: int,
-                 chunk: int = 2048) -> list[tuple[str, int, int, int, str]]:
-    stream = f"dalle:{split}:{seed}"
-    return [(stream, s, min(chunk, n - s), image_size, split) for s in range(0, n, chunk)]
-
-
-def rendered_chunks(n: int, seed: int, split: str, image_size: int, workers: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """Chunks of :func:`render_images`, in order: (uint8 (c, 3, S, S), combo indices (c,)) each."""
-    jobs = _render_jobs(n, seed, split, image_size)
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # "spawn": fresh interpreters, safe even after CUDA or torch's thread pools have started in this process
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for images, combos in pool.map(_render_range, jobs):
-                yield torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(combos)
-    else:
-        for job in jobs:
-            images, combos = _render_range(job)
-            yield torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(combos)  # (c, 3, S, S), (c,)
-
-
-def render_images(n: int, seed: int = 0, split: str = "train", image_size: int = 32,
-                  workers: int = 1) -> tuple[Tensor, Tensor]:
-    """``n`` Shapes images of ``split`` -> (uint8 (n, 3, S, S), combo indices (n,)).
-
-    Image ``i`` is a pure function of (seed, split, i), whatever ``workers`` is (processes that render chunks)."""
-    parts = list(rendered_chunks(n, seed, split, image_size, workers))
-    if not parts:
-        return torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
-    return torch.cat([p[0] for p in parts]).contiguous(), torch.cat([p[1] for p in parts])
+    table = tokens.view(NUM_COMBOS, -1, text_length)  # (480, T, Lt)
+    if framed:
+        extra = [t for i in range(NUM_COMBOS) for t in framed_captions(i, framed, tokenizer, text_length, seed)]
+        extra_tokens = pad_after_end(tokenizer(extra, context_length=text_length), tokenizer.eot_token, pad_token)
+        table = torch.cat([table, extra_tokens.view(NUM_COMBOS, framed, text_length)], dim=1)  # (480, T + F, Lt)
+    return table
 
 
 class CodePool(NamedTuple):
@@ -301,76 +247,16 @@ def evaluate_loss(model: DALLE, pool: CodePool, table: Tensor, batch_size: int =
 # ------------------------------------------------------------------------------------------------- evaluation
 
 
-def fidelity_prompt(shape: str, color: str, lang: str = "en") -> str:
-    """``"a red circle"`` / ``"an orange star"`` / ``"একটি লাল বৃত্ত"``: training template 3."""
-    return caption({"shape": shape, "color": color, "size": "small", "position": "center"}, lang,
-                   TRAIN_TEMPLATES[lang][3])
-
-
-def seen_pairs(n: int | None = None) -> list[tuple[str, str]]:
-    """Training (shape, colour) compositions in a fixed order that spreads shapes and colours (first ``n``)."""
-    pairs = [(s, c) for c in _COLORS for s in _SHAPES if (s, c) not in HELDOUT]
-    pairs.sort(key=lambda sc: ((_SHAPES.index(sc[0]) * 5 + _COLORS.index(sc[1])) % 7, sc))
-    return pairs[:n]
-
-
-@torch.no_grad()
-def sample_pair_images(model: DALLE, pairs: Sequence[tuple[str, str]], n: int = 8, seed: int = 0,
-                       langs: Sequence[str] = LANGS, batch_rows: int = 512,
-                       **settings: Any) -> tuple[list[str], list[dict[str, str]], Tensor, Tensor]:
-    """Sample ``n`` images for the :func:`fidelity_prompt` of every (shape, colour) pair and language.
-
-    ``settings``: :class:`mmcore.dalle.SampleConfig` fields (``guidance_scale`` 1: no guidance), else the model's.
-    All prompts are sampled together, ``batch_rows`` rows at a time. Returns ``(prompts (P,), wanted (P,),
-    images (P, n, 3, S, S) in [0, 1], codes (P, n, G, G))``, ``wanted`` the judge's ``{"shape", "color"}`` of each
-    prompt."""
-    cfg = SampleConfig.from_dict({**asdict(model.sample_config), **settings})
-    scale = None if cfg.guidance_scale == 1.0 else cfg.guidance_scale
-    model.eval()
-    device = model.text_pos_embed.device
-    prompts = [fidelity_prompt(s, c, lang) for s, c in pairs for lang in langs]
-    wanted = [{"shape": s, "color": c} for s, c in pairs for _ in langs]
-    text = model.tokenize(prompts).to(device).repeat_interleave(n, dim=0)  # (P * n, Lt)
-    generator = torch.Generator().manual_seed(seed)
-    codes = torch.cat([model.sample_codes(text[i : i + batch_rows], scale, cfg.temperature, cfg.top_k, cfg.top_p,
-                                          generator) for i in range(0, len(text), batch_rows)])  # (P * n, G, G)
-    vqgan = model.get_vqgan()
-    images = torch.cat([vqgan.decode_indices(codes[i : i + batch_rows]).float().clamp(0, 1)
-                        for i in range(0, len(codes), batch_rows)])  # (P * n, 3, S, S)
-    G = model.cfg.grid_size
-    return prompts, wanted, images.view(len(prompts), n, *images.shape[1:]), codes.view(len(prompts), n, G, G)
-
-
-@torch.no_grad()
-def rerank_images(model: DALLE, prompts: Sequence[str], images: Tensor, codes: Tensor, k: int,
-                  rerank_by: str = "clip") -> Tensor:
-    """The ``k`` best images of each prompt's group (P, n, 3, S, S) with their codes (P, n, G, G), by
-    :meth:`mmcore.dalle.DALLE.score_samples` -> (P, k, 3, S, S), best first."""
-    kept = []
-    for prompt, group, group_codes in zip(prompts, images, codes):
-        order = model.score_samples(prompt, group, group_codes, rerank_by).argsort(descending=True)[:k]
-        kept.append(group[order.to(group.device)])  # (k, 3, S, S)
-    return torch.stack(kept)
-
-
-def judge_images(judge: Any, images: Tensor, wanted: Sequence[dict[str, str]]) -> dict[str, float]:
-    """Referee images (P, k, 3, S, S), group ``p`` asked for ``wanted[p]``: the fractions ``fidelity`` (clean and
-    right shape and colour: :meth:`mmcore.judge.Judge.fidelity`), ``shape``, ``color``, ``shape_color`` (right
-    shape and colour, clean or not) and ``clean``; ``images``: how many were judged."""
-    per_prompt = images.shape[1]
-    return judge.report(images.flatten(0, 1).cpu(), [w for w in wanted for _ in range(per_prompt)])  # P * k images
-
-
 def judge_fidelity(model: DALLE, judge: Any, pairs: Sequence[tuple[str, str]], n: int = 8, rerank: int | None = None,
                    seed: int = 0, langs: Sequence[str] = LANGS, rerank_by: str = "clip",
                    **settings: Any) -> dict[str, float]:
     """Sample ``n`` images per (shape, colour) prompt and language (:func:`sample_pair_images`), keep the best
     ``rerank`` by ``rerank_by`` if given (:func:`rerank_images`), and let ``judge`` referee them
-    (:func:`judge_images`)."""
+    (:meth:`mmcore.judge.Judge.report`)."""
     prompts, wanted, images, codes = sample_pair_images(model, pairs, n, seed, langs, **settings)
     if rerank is not None:
         images = rerank_images(model, prompts, images, codes, rerank, rerank_by)
-    return judge_images(judge, images, wanted)
+    return judge.report(images, wanted)
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -393,9 +279,6 @@ def train_dalle(cfg: DALLETrainConfig | None = None, model: DALLE | None = None,
 
 
 def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command: str | None) -> DALLETrainResult:
-    from . import vqgan as vqgan_module
-    from .tokenizer import BPETokenizer
-
     device = torch.device(cfg.device) if cfg.device else get_device()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -407,9 +290,7 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
     vqgan = (vqgan if vqgan is not None else vqgan_module.load("shapes-vqgan", device=device)).to(device).eval()
     tokenizer = BPETokenizer.course()
     if model is None and cfg.init_from:
-        from .dalle import load
-
-        model = load(cfg.init_from, device="cpu")  # its config wins over preset and text_length
+        model = dalle_module.load(cfg.init_from, device="cpu")  # its config wins over preset and text_length
     if model is None:
         model = DALLE(getattr(DALLEConfig, cfg.preset)(
             text_vocab_size=tokenizer.vocab_size, text_length=cfg.text_length, sot_token=tokenizer.sot_token,
@@ -427,7 +308,9 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
     pool = build_pool(vqgan, pool_size, cfg.seed, "train", cfg.pool_batch, workers, device)
     eval_pools = {split: build_pool(vqgan, cfg.eval_images, 1234, split, cfg.pool_batch, 1, device)
                   for split in ("test", "heldout")}
-    table = caption_table(tokenizer, mcfg.text_length, mcfg.pad_token).to(device)  # (480, T, Lt)
+    table = caption_table(tokenizer, mcfg.text_length, mcfg.pad_token, cfg.framed_captions,
+                          cfg.seed).to(device)  # (480, T + F, Lt)
+    eval_table = table[:, : sum(len(ts) for ts in TRAIN_TEMPLATES.values())]  # the plain templates: comparable runs
     null_text = model.null_text(1, device)[0]  # (Lt,)
     setup_seconds = time.perf_counter() - t_setup
 
@@ -442,19 +325,17 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
     bar = progress_bar(cfg.steps, cfg.progress, "DALL-E")
     sums = torch.zeros(3, device=device)  # running sums of (total, text, image) since the last history entry
     t0 = time.perf_counter()
-    t_rate, step_rate = None, 0  # when and at which step the speed measurement started (after warm-up)
+    mark = None  # (step, seconds) where the speed measurement starts (training.budget_steps)
     step = 0
     while step < cfg.steps:
         elapsed = time.perf_counter() - t0
         if budget is not None:
             if elapsed >= budget:
                 break
-            if step == 20:
-                t_rate, step_rate = elapsed, step
-            elif t_rate is not None and step > step_rate and elapsed > t_rate:
-                rate = (step - step_rate) / (elapsed - t_rate)  # steps per second, warm-up excluded
-                planned = min(cfg.steps, max(step + 1, round(step + rate * (budget - elapsed))))
-        warmup = min(cfg.warmup_steps, max(1, planned // 5))
+            if mark is None and step >= SPEED_MARK:
+                mark = (step, elapsed)
+            planned = budget_steps(step, elapsed, budget, cfg.steps, mark)
+        warmup = warmup_for(planned, cfg.warmup_steps)
         lr = cfg.lr * cosine_schedule(step, planned, warmup, cfg.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -485,8 +366,8 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
                 bar.set_postfix({"loss": f"{total:.3f}", "img": f"{image_l:.3f}"}, refresh=False)
         if cfg.eval_every and step % cfg.eval_every == 0:
             history.eval_step.append(step)
-            history.eval_test.append(evaluate_loss(model, eval_pools["test"], table))
-            history.eval_heldout.append(evaluate_loss(model, eval_pools["heldout"], table))
+            history.eval_test.append(evaluate_loss(model, eval_pools["test"], eval_table))
+            history.eval_heldout.append(evaluate_loss(model, eval_pools["heldout"], eval_table))
             if bar is not None:
                 bar.set_postfix({"loss": f"{history.loss[-1]:.3f}" if history.loss else "-",
                                  "test": f"{history.eval_test[-1]:.3f}"}, refresh=False)
@@ -506,23 +387,21 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
         history.seconds.append(seconds)
     model.eval()
     metrics: dict[str, float] = {
-        "test_image_loss": evaluate_loss(model, eval_pools["test"], table),
-        "heldout_image_loss": evaluate_loss(model, eval_pools["heldout"], table),
+        "test_image_loss": evaluate_loss(model, eval_pools["test"], eval_table),
+        "heldout_image_loss": evaluate_loss(model, eval_pools["heldout"], eval_table),
         "steps": float(step),
         "train_minutes": seconds / 60,
         "setup_seconds": setup_seconds,
         "steps_per_second": step / max(seconds, 1e-9),
     }
     if cfg.final_eval_samples:
-        from . import judge as judge_module
-
         referee = judge_module.load()
         for name, pairs in (("seen", seen_pairs(12)), ("heldout", sorted(HELDOUT))):
             prompts, wanted, images, codes = sample_pair_images(model, pairs, cfg.final_eval_samples, seed=cfg.seed)
-            metrics[f"{name}_fidelity"] = judge_images(referee, images, wanted)["fidelity"]
+            metrics[f"{name}_fidelity"] = referee.report(images, wanted)["fidelity"]
             for rerank_by in ("clip", "clip+likelihood"):
                 best = rerank_images(model, prompts, images, codes, 1, rerank_by)
-                metrics[f"{name}_fidelity_rerank1_{rerank_by.replace('+', '_')}"] = judge_images(referee, best,
+                metrics[f"{name}_fidelity_rerank1_{rerank_by.replace('+', '_')}"] = referee.report(best,
                                                                                                  wanted)["fidelity"]
     path = None
     if cfg.out:

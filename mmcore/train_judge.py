@@ -47,7 +47,8 @@ from torch import Tensor
 from . import quick_mode, set_seed
 from .data import COLOR_RGB, COLORS, POSITIONS, SHAPES, SIZES, ShapesDataset, render, sample_attributes
 from .judge import ATTRIBUTES, CleanThresholds, Judge, JudgeConfig, JudgeNet, to_batch
-from .training import add_config_arguments, config_from_args, cosine_schedule, cpu_threads, default_threads, progress_bar
+from .training import (SPEED_MARK, add_config_arguments, budget_steps, config_from_args, cosine_schedule, cpu_threads,
+                       default_threads, progress_bar, warmup_for)
 
 __all__ = [
     "JudgeTrainConfig",
@@ -378,7 +379,7 @@ def _train_judge(cfg: JudgeTrainConfig, command: str | None, model_cfg: JudgeCon
     monitor_x = to_batch(monitor_images, model_cfg.image_size)
     history: dict[str, list[float]] = {"step": [], "loss": [], "eval_step": [], "eval_accuracy": []}
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None
-    planned, step = cfg.steps, 0
+    planned, step, mark = cfg.steps, 0, None  # mark: where the speed measurement starts (training.budget_steps)
     bar = progress_bar(cfg.steps, cfg.progress, "judge")
     t0 = time.perf_counter()
     while step < cfg.steps:
@@ -386,11 +387,12 @@ def _train_judge(cfg: JudgeTrainConfig, command: str | None, model_cfg: JudgeCon
             elapsed = time.perf_counter() - t0
             if elapsed >= budget:
                 break
-            if step >= 10:
-                planned = min(cfg.steps, max(step + 1, round(step / elapsed * budget)))
-                if bar is not None:
-                    bar.total = planned
-        lr = cfg.lr * cosine_schedule(step, planned, min(cfg.warmup_steps, max(1, planned // 5)), cfg.min_lr_ratio)
+            if mark is None and step >= SPEED_MARK:
+                mark = (step, elapsed)
+            planned = budget_steps(step, elapsed, budget, cfg.steps, mark)
+            if bar is not None:
+                bar.total = planned
+        lr = cfg.lr * cosine_schedule(step, planned, warmup_for(planned, cfg.warmup_steps), cfg.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
         images, labels = judge_batch(cfg, step, cfg.batch_size, model_cfg.image_size)

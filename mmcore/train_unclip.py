@@ -44,12 +44,14 @@ from typing import Any, NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
-from . import get_device, quick_mode, set_seed
-from .data import HELDOUT, LANGS, TRAIN_TEMPLATES, caption
-from .train_dalle import NUM_COMBOS, combo_attributes, fidelity_prompt, judge_images, rendered_chunks, seen_pairs
-from .training import (add_config_arguments, config_from_args, cosine_schedule, cpu_threads, default_threads,
-                       parameter_groups, print_summary, progress_bar, run_card)
-from .unclip import CodeDecoder, DecoderConfig, DiffusionPrior, PriorConfig, UnCLIP, UnCLIPSampleConfig
+from . import clip as clip_module
+from . import get_device, judge as judge_module, quick_mode, set_seed
+from . import vqgan as vqgan_module
+from .data import (HELDOUT, LANGS, NUM_COMBOS, TRAIN_TEMPLATES, ShapesDataset, caption, combo_attributes, rendered_chunks,
+                   seen_pairs)
+from .training import (SPEED_MARK, add_config_arguments, budget_steps, config_from_args, cosine_schedule, cpu_threads,
+                       default_threads, parameter_groups, print_summary, progress_bar, run_card, warmup_for)
+from .unclip import CodeDecoder, DecoderConfig, DiffusionPrior, PriorConfig, UnCLIP, UnCLIPSampleConfig, sample_pair_images
 
 __all__ = [
     "UnCLIPTrainConfig",
@@ -60,7 +62,6 @@ __all__ = [
     "text_embedding_table",
     "draw_prior_batch",
     "evaluate_decoder",
-    "sample_pair_images",
     "judge_unclip",
     "judge_variations",
     "train_unclip",
@@ -141,7 +142,7 @@ class UnCLIPTrainResult(NamedTuple):
 
 class EmbeddingPool(NamedTuple):
     codes: Tensor  # (N, G*G) uint8 VQGAN codes
-    combos: Tensor  # (N,) long: each image's attribute combination (mmcore.train_dalle.combo_index)
+    combos: Tensor  # (N,) long: each image's attribute combination (mmcore.data.combo_index)
     image_emb: Tensor  # (N, E) unit CLIP image embeddings
 
 
@@ -201,43 +202,23 @@ def evaluate_decoder(decoder: CodeDecoder, pool: EmbeddingPool, batch_size: int 
 # ------------------------------------------------------------------------------------------------- evaluation
 
 
-@torch.no_grad()
-def sample_pair_images(model: UnCLIP, pairs: Sequence[tuple[str, str]], n: int = 4, seed: int = 0,
-                       langs: Sequence[str] = LANGS, use_prior: bool = True,
-                       **settings: Any) -> tuple[list[str], list[dict[str, str]], Tensor]:
-    """``n`` images for the :func:`mmcore.train_dalle.fidelity_prompt` of every (shape, colour) pair and language,
-    all prompts in one batch -> ``(prompts (P,), wanted (P,), images (P, n, 3, S, S))``."""
-    model.eval()
-    prompts = [fidelity_prompt(s, c, lang) for s, c in pairs for lang in langs]
-    wanted = [{"shape": s, "color": c} for s, c in pairs for _ in langs]
-    text = model.text_embeddings(prompts)  # (P, E)
-    if use_prior:
-        emb = model.prior_embeddings(text, n, seed, **settings).flatten(0, 1)  # (P * n, E)
-    else:
-        emb = text.repeat_interleave(n, dim=0)  # (P * n, E)
-    images = model.decode(emb, seed + 1, **settings).images  # (P * n, 3, S, S)
-    return prompts, wanted, images.view(len(prompts), n, *images.shape[1:])
-
-
 def judge_unclip(model: UnCLIP, judge: Any, pairs: Sequence[tuple[str, str]], n: int = 4, seed: int = 0,
                  langs: Sequence[str] = LANGS, use_prior: bool = True, **settings: Any) -> dict[str, float]:
-    """Sample (:func:`sample_pair_images`) and let ``judge`` referee (:func:`mmcore.train_dalle.judge_images`)."""
+    """Sample (:func:`mmcore.unclip.sample_pair_images`) and let ``judge`` referee (:meth:`mmcore.judge.Judge.report`)."""
     _, wanted, images = sample_pair_images(model, pairs, n, seed, langs, use_prior, **settings)
-    return judge_images(judge, images, wanted)
+    return judge.report(images, wanted)
 
 
 def judge_variations(model: UnCLIP, judge: Any, split: str, n_images: int = 24, per_image: int = 2,
                      seed: int = 77) -> dict[str, float]:
     """Make ``per_image`` variations of ``n_images`` Shapes pictures of ``split`` and let ``judge`` referee them
-    against the source's shape and colour (:func:`mmcore.train_dalle.judge_images`)."""
-    from .data import ShapesDataset
-
+    against the source's shape and colour (:meth:`mmcore.judge.Judge.report`)."""
     data = ShapesDataset(split, n=n_images, image_size=32, seed=seed)
     images = [data[i][0] for i in range(n_images)]
     emb = model.image_embeddings(images).repeat_interleave(per_image, dim=0)  # (n * k, E)
     out = model.decode(emb, seed=0).images.view(n_images, per_image, 3, 32, 32)
     wanted = [{"shape": data.attributes[i]["shape"], "color": data.attributes[i]["color"]} for i in range(n_images)]
-    return judge_images(judge, out, wanted)
+    return judge.report(out, wanted)
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -248,7 +229,7 @@ def _loop(name: str, model: nn.Module, loss_fn: Any, steps: int, lr: float, cfg:
     """AdamW + warm-up + cosine over ``steps`` (re-planned to a wall-time budget if given); ``loss_fn(step)`` returns
     the loss of one batch; ``record(step, mean_loss, seconds)`` every ``history_every`` steps."""
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.99))
-    planned, t0, t_rate = steps, time.perf_counter(), None
+    planned, t0, mark = steps, time.perf_counter(), None  # mark: where the speed measurement starts
     bar = progress_bar(steps, cfg.progress, name)
     window, step = 0.0, 0
     while step < steps:
@@ -256,12 +237,10 @@ def _loop(name: str, model: nn.Module, loss_fn: Any, steps: int, lr: float, cfg:
         if budget_seconds is not None:
             if elapsed >= budget_seconds:
                 break
-            if step == 20:
-                t_rate = elapsed
-            elif t_rate is not None and step > 20 and elapsed > t_rate:
-                rate = (step - 20) / (elapsed - t_rate)  # steps per second after warm-up
-                planned = min(steps, max(step + 1, round(step + rate * (budget_seconds - elapsed))))
-        current = lr * cosine_schedule(step, planned, min(cfg.warmup_steps, max(1, planned // 5)), cfg.min_lr_ratio)
+            if mark is None and step >= SPEED_MARK:
+                mark = (step, elapsed)
+            planned = budget_steps(step, elapsed, budget_seconds, steps, mark)
+        current = lr * cosine_schedule(step, planned, warmup_for(planned, cfg.warmup_steps), cfg.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = current
         loss = loss_fn(step)
@@ -302,9 +281,6 @@ def train_unclip(cfg: UnCLIPTrainConfig | None = None, clip: tuple[Any, Any] | N
 
 def _train_unclip(cfg: UnCLIPTrainConfig, clip: tuple[Any, Any] | None, vqgan: Any,
                   command: str | None) -> UnCLIPTrainResult:
-    from . import clip as clip_module
-    from . import vqgan as vqgan_module
-
     device = torch.device(cfg.device) if cfg.device else get_device()
     command = command or ("mmcore.train_unclip.train_unclip("
                           + ", ".join(f"{k}={v!r}" for k, v in asdict(cfg).items()) + ")")
@@ -382,8 +358,6 @@ def _train_unclip(cfg: UnCLIPTrainConfig, clip: tuple[Any, Any] | None, vqgan: A
         "setup_seconds": setup_seconds,
     }
     if cfg.final_eval_samples:
-        from . import judge as judge_module
-
         referee = judge_module.load()
         for name, pairs in (("seen", seen_pairs(12)), ("heldout", sorted(HELDOUT))):
             metrics[f"{name}_fidelity"] = judge_unclip(model, referee, pairs, cfg.final_eval_samples,

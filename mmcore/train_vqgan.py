@@ -41,8 +41,8 @@ from torch import Tensor, nn
 
 from . import get_device, quick_mode, set_seed
 from .data import ShapesDataset, render, sample_attributes
-from .training import (add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads, default_threads,
-                       print_summary, progress_bar, run_card)
+from .training import (SPEED_MARK, add_config_arguments, autocast, budget_steps, config_from_args, cosine_schedule,
+                       cpu_threads, default_threads, print_summary, progress_bar, run_card, warmup_for)
 from .vq import code_histogram, perplexity
 from .vqgan import VQGAN, VQGANConfig
 from .vqgan_losses import generator_loss, hinge_d_loss, psnr
@@ -219,14 +219,19 @@ def _train_vqgan(cfg: VQGANTrainConfig, model: VQGAN | None, command: str | None
 
     history = VQGANHistory()
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None
-    planned = cfg.steps  # the schedule's length
+    planned = cfg.steps  # the schedule's length; with a time budget it is re-estimated from the measured speed
     bar = progress_bar(cfg.steps, cfg.progress, "VQGAN")
     t0 = time.perf_counter()
-    step = 0
+    step, mark = 0, None  # mark: where the speed measurement starts (training.budget_steps)
     while step < cfg.steps:
-        if budget is not None and time.perf_counter() - t0 >= budget:
-            break
-        lr = cfg.lr * cosine_schedule(step, planned, min(cfg.warmup_steps, max(1, planned // 5)), cfg.min_lr_ratio)
+        if budget is not None:
+            elapsed = time.perf_counter() - t0
+            if elapsed >= budget:
+                break
+            if mark is None and step >= SPEED_MARK:
+                mark = (step, elapsed)
+            planned = budget_steps(step, elapsed, budget, cfg.steps, mark)
+        lr = cfg.lr * cosine_schedule(step, planned, warmup_for(planned, cfg.warmup_steps), cfg.min_lr_ratio)
         for group in opt_g.param_groups:
             group["lr"] = lr
         disc_weight = cfg.disc_weight if step >= int(cfg.disc_start * planned) else 0.0  # the delayed start

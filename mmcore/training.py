@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "cosine_schedule", "decays", "parameter_groups", "autocast", "default_threads", "cpu_threads", "progress_bar",
+    "cosine_schedule", "SPEED_MARK", "budget_steps", "warmup_for", "decays", "parameter_groups", "autocast", "default_threads", "cpu_threads", "progress_bar",
     "field_comments", "add_config_arguments", "config_from_args", "print_summary",
 ]
 
@@ -34,6 +34,30 @@ def cosine_schedule(step: int, total_steps: int, warmup_steps: int, min_ratio: f
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))  # 0 -> 1
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+SPEED_MARK = 10  # steps a budgeted run takes before it measures its speed (the first ones compile and warm caches)
+
+
+def budget_steps(step: int, elapsed: float, budget: float, max_steps: int, mark: tuple[int, float] | None) -> int:
+    """The length of the cosine schedule of a run that must stop after ``budget`` seconds (``--max-minutes``).
+
+    The steps done so far plus the measured speed times the time left, at least ``step + 1`` and at most
+    ``max_steps``. The speed is measured from ``mark = (step, seconds)``, taken once the first :data:`SPEED_MARK`
+    steps are done; before that (``mark`` None, or no time since) the plan stays ``max_steps``.
+
+    >>> budget_steps(20, 10.0, 60.0, 1000, mark=(10, 5.0))  # 2 steps/s since the mark, 50 s left: 20 + 100
+    120
+    """
+    if mark is None or step <= mark[0] or elapsed <= mark[1]:
+        return max_steps
+    rate = (step - mark[0]) / (elapsed - mark[1])  # steps per second after the warm-up steps
+    return min(max_steps, max(step + 1, round(step + rate * (budget - elapsed))))
+
+
+def warmup_for(planned: int, warmup_steps: int) -> int:
+    """The warm-up of a ``planned``-step schedule: ``warmup_steps``, but at most a fifth of the run (at least 1)."""
+    return min(warmup_steps, max(1, planned // 5))
 
 
 def decays(name: str, parameter: Tensor) -> bool:

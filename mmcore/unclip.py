@@ -22,7 +22,7 @@ from an embedding to an image, and so generates in two stages::
   learn fast, and the last step simply takes the most likely code of each cell, which the VQGAN decodes
   (the idea of diffusion on embedded categorical data, Dieleman et al., 2022).
 * **Classifier-free guidance** in both stages: the condition is replaced by a learned *null* vector in 10% of
-  training steps, and sampling pushes away from the unconditional prediction (:func:`mmcore.dalle.classifier_free_guidance`).
+  training steps, and sampling pushes away from the unconditional prediction (:func:`mmcore.sampling.classifier_free_guidance`).
 * **DDIM sampling** (:func:`mmcore.diffusion.ddim_step`) with a few dozen steps.
 
 What it gives besides text -> image: **variations** of an image (encode it with CLIP, decode several times with
@@ -44,8 +44,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dalle import PromptTooLongError, classifier_free_guidance, to_pil
-from .diffusion import ddim_step, time_grid, timestep_embedding
+from . import clip as clip_module
+from . import get_device
+from . import vqgan as vqgan_module
+from .clip import Preprocess, normalize_pixels
+from .dalle import to_pil
+from .data import LANGS, pair_prompt
+from .diffusion import add_noise, ddim_step, time_grid, timestep_embedding
+from .sampling import PromptTooLongError, classifier_free_guidance
+from .tokenizer import ContextLengthError
 from .transformer import Transformer, init_transformer_
 from .weights import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint, save_checkpoint
 
@@ -58,6 +65,7 @@ __all__ = [
     "CodeDecoder",
     "UnCLIP",
     "slerp",
+    "sample_pair_images",
     "available_models",
     "load",
 ]
@@ -198,7 +206,6 @@ class DiffusionPrior(nn.Module):
     def loss(self, image: Tensor, text: Tensor, drop_prob: float = 0.1,
              generator: torch.Generator | None = None) -> Tensor:
         """Mean squared error of the predicted clean embedding, for unit image and text embeddings (B, E)."""
-        from .diffusion import add_noise
 
         B, device = image.shape[0], image.device
         x0 = image * self.scale
@@ -270,7 +277,6 @@ class CodeDecoder(nn.Module):
     def loss(self, codes: Tensor, image: Tensor, drop_prob: float = 0.1,
              generator: torch.Generator | None = None) -> Tensor:
         """Cross-entropy of the true codes (B, G, G) from their noised vectors, given image embeddings (B, E)."""
-        from .diffusion import add_noise
 
         B, device = codes.shape[0], codes.device
         x0 = self.latents(codes)  # (B, N, D)
@@ -334,8 +340,6 @@ class UnCLIP(nn.Module):
     def get_clip(self) -> tuple[Any, Any]:
         """``(clip_model, clip_tokenizer)`` whose embeddings this model was trained on (default "shapes-tiny")."""
         if self._helpers["clip"] is None:
-            from . import clip as clip_module
-
             model, _, tokenizer = clip_module.load(self.card.get("clip", "shapes-tiny"), device=self.device)
             self._helpers["clip"] = (model, tokenizer)
         model, tokenizer = self._helpers["clip"]
@@ -344,8 +348,6 @@ class UnCLIP(nn.Module):
     def get_vqgan(self) -> Any:
         """The VQGAN that decodes the codes (default "shapes-vqgan"), on the model's device."""
         if self._helpers["vqgan"] is None:
-            from . import vqgan as vqgan_module
-
             self._helpers["vqgan"] = vqgan_module.load(self.card.get("vqgan", "shapes-vqgan"), device=self.device)
         return self._helpers["vqgan"].to(self.device)
 
@@ -354,8 +356,6 @@ class UnCLIP(nn.Module):
     @torch.no_grad()
     def text_embeddings(self, prompts: str | Sequence[str]) -> Tensor:
         """Prompts (English or Bengali) -> unit CLIP text embeddings (B, E)."""
-        from .tokenizer import ContextLengthError
-
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         for p in prompts:
             if not isinstance(p, str):
@@ -373,8 +373,6 @@ class UnCLIP(nn.Module):
     @torch.no_grad()
     def image_embeddings(self, images: Any) -> Tensor:
         """PIL images (one or a list) or a float batch (B, 3, S, S) in [0, 1] -> unit CLIP image embeddings (B, E)."""
-        from .clip import Preprocess, normalize_pixels
-
         clip, _ = self.get_clip()
         size = clip.cfg.image_size
         if isinstance(images, Tensor):
@@ -496,6 +494,27 @@ class UnCLIP(nn.Module):
         return model.eval()
 
 
+# ------------------------------------------------------------------------------------ many prompts at once
+
+
+@torch.no_grad()
+def sample_pair_images(model: UnCLIP, pairs: Sequence[tuple[str, str]], n: int = 4, seed: int = 0,
+                       langs: Sequence[str] = LANGS, use_prior: bool = True,
+                       **settings: Any) -> tuple[list[str], list[dict[str, str]], Tensor]:
+    """``n`` images for the :func:`mmcore.data.pair_prompt` of every (shape, colour) pair and language,
+    all prompts in one batch -> ``(prompts (P,), wanted (P,), images (P, n, 3, S, S))``."""
+    model.eval()
+    prompts = [pair_prompt(s, c, lang) for s, c in pairs for lang in langs]
+    wanted = [{"shape": s, "color": c} for s, c in pairs for _ in langs]
+    text = model.text_embeddings(prompts)  # (P, E)
+    if use_prior:
+        emb = model.prior_embeddings(text, n, seed, **settings).flatten(0, 1)  # (P * n, E)
+    else:
+        emb = text.repeat_interleave(n, dim=0)  # (P * n, E)
+    images = model.decode(emb, seed + 1, **settings).images  # (P * n, 3, S, S)
+    return prompts, wanted, images.view(len(prompts), n, *images.shape[1:])
+
+
 # ----------------------------------------------------------------------------------------------------- loading
 
 
@@ -507,8 +526,6 @@ def available_models() -> list[str]:
 def load(name_or_path: str | os.PathLike = "shapes-unclip", device: str | torch.device | None = None) -> UnCLIP:
     """The shipped ``"shapes-unclip"`` (``data/checkpoints/``, no network) or a checkpoint path -> :class:`UnCLIP`
     in eval mode, float32, on ``device`` (default: :func:`mmcore.get_device`). Reading safetensors runs no code."""
-    from . import get_device
-
     path = resolve_checkpoint(name_or_path, "shapes-unclip", SHAPES_UNCLIP, "unCLIP model",
                               f"`{TRAIN_COMMAND}` (`make checkpoints`; see mmcore/train_unclip.py)")
     return UnCLIP.from_checkpoint(path).to(device or get_device())

@@ -16,13 +16,11 @@ import torch
 import mmcore.dalle
 import mmcore.vqgan
 from mmcore.clip import CLIP, CLIPConfig
-from mmcore.dalle import (DALLE, DALLEConfig, DALLELoss, DALLEOutput, PromptTooLongError, SampleConfig,
-                          classifier_free_guidance, dalle_loss, pad_after_end, rerank_scores, sample_from_logits,
-                          standardize, top_k_filter, top_p_filter)
-from mmcore.data import TRAIN_TEMPLATES
+from mmcore.dalle import DALLE, DALLEConfig, DALLELoss, DALLEOutput, SampleConfig, dalle_loss, pad_after_end
+from mmcore.data import NUM_COMBOS, TRAIN_TEMPLATES, combo_attributes, combo_index, pair_prompt, seen_pairs
+from mmcore.sampling import PromptTooLongError
 from mmcore.tokenizer import BPETokenizer
-from mmcore.train_dalle import (NUM_COMBOS, DALLETrainConfig, build_pool, caption_table, combo_attributes, combo_index,
-                                draw_batch, fidelity_prompt, main, train_dalle)
+from mmcore.train_dalle import DALLETrainConfig, build_pool, caption_table, draw_batch, main, train_dalle
 from mmcore.vqgan import VQGAN, VQGANConfig
 
 torch.set_num_threads(1)
@@ -124,66 +122,6 @@ def test_pad_after_end_and_tokenize(model, tokenizer):
 
 
 # ---------------------------------------------------------------------------------------------- sampling maths
-
-
-def test_top_k_filter():
-    logits = torch.tensor([[1.0, 3.0, 2.0, 0.0], [0.5, 0.1, 0.2, 0.9]])
-    out = top_k_filter(logits, 2)
-    assert torch.isinf(out).tolist() == [[True, False, False, True], [False, True, True, False]]
-    assert torch.equal(out[~torch.isinf(out)], logits[~torch.isinf(out)])
-    assert torch.equal(top_k_filter(logits, None), logits) and torch.equal(top_k_filter(logits, 10), logits)
-    with pytest.raises(ValueError):
-        top_k_filter(logits, 0)
-
-
-def test_top_p_filter():
-    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
-    logits = probs.log()
-    keep = lambda p: (~torch.isinf(top_p_filter(logits, p))).tolist()[0]  # noqa: E731
-    assert keep(0.5) == [True, False, False, False]  # the top class alone reaches 0.5
-    assert keep(0.6) == [True, True, False, False]  # 0.5 + 0.3 >= 0.6
-    assert keep(0.85) == [True, True, True, False]
-    assert keep(0.01) == [True, False, False, False]  # the most likely class is always kept
-    assert keep(1.0) == [True] * 4
-    shuffled = logits[:, [2, 0, 3, 1]]  # order does not matter
-    assert (~torch.isinf(top_p_filter(shuffled, 0.6))).tolist()[0] == [False, True, False, True]
-
-
-def test_sample_from_logits():
-    logits = torch.tensor([[0.0, 5.0, 1.0], [2.0, 0.0, 9.0]])
-    assert sample_from_logits(logits, temperature=0).tolist() == [1, 2]
-    g = torch.Generator().manual_seed(0)
-    draws = torch.stack([sample_from_logits(logits, top_k=1, generator=g) for _ in range(20)])  # (20, 2)
-    assert (draws == torch.tensor([1, 2])).all()  # top-k 1 is greedy
-    g = torch.Generator().manual_seed(0)
-    many = torch.cat([sample_from_logits(torch.zeros(500, 4), generator=g)])  # uniform: every class appears
-    assert set(many.tolist()) == {0, 1, 2, 3}
-    counts = torch.bincount(many, minlength=4).float() / 500
-    assert (counts - 0.25).abs().max() < 0.08
-    x = torch.randn(8, 6)
-    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert torch.equal(sample_from_logits(x, generator=g1), sample_from_logits(x, generator=g2))  # reproducible
-    with pytest.raises(ValueError):
-        sample_from_logits(logits, temperature=-1)
-
-
-def test_rerank_scores():
-    clip, lik = torch.tensor([0.85, 0.86, 0.84]), torch.tensor([-1.0, -3.0, -1.5])
-    assert torch.equal(rerank_scores(clip, lik, "clip"), clip)
-    assert torch.equal(rerank_scores(clip, lik, "likelihood"), lik)
-    both = rerank_scores(clip, lik, "clip+likelihood")
-    assert torch.allclose(both, standardize(clip) + standardize(lik)) and both.argmax() == 0
-    assert torch.allclose(standardize(torch.tensor([1.0, 3.0])).abs(), torch.tensor([0.7071, 0.7071]), atol=1e-4)
-    assert torch.equal(standardize(torch.tensor([2.0, 2.0])), torch.zeros(2))
-    with pytest.raises(ValueError, match="rerank_by"):
-        rerank_scores(clip, lik, "judge")
-
-
-def test_classifier_free_guidance():
-    cond, uncond = torch.tensor([1.0, 2.0, -0.3]), torch.tensor([0.5, 0.0, 0.7])
-    assert torch.equal(classifier_free_guidance(cond, uncond, 1.0), cond)  # exactly
-    assert torch.allclose(classifier_free_guidance(cond, uncond, 0.0), uncond)
-    assert torch.allclose(classifier_free_guidance(cond, uncond, 3.0), uncond + 3 * (cond - uncond))
 
 
 # ------------------------------------------------------------------------------------------- sampling the model
@@ -315,8 +253,8 @@ def test_combos_and_caption_table(tokenizer):
     assert tokenizer.decode(table[i, 0][table[i, 0] != tokenizer.vocab_size]) == "a small red circle at the top"
     assert tokenizer.decode(table[i, T // 2][table[i, T // 2] != tokenizer.vocab_size]) == "উপরে একটি ছোট লাল বৃত্ত"
     assert (table != tokenizer.vocab_size).sum(-1).max() < 16  # every caption fits, with its [end]
-    assert fidelity_prompt("circle", "orange") == "an orange circle"
-    assert fidelity_prompt("circle", "red", "bn") == "একটি লাল বৃত্ত"
+    assert pair_prompt("circle", "orange") == "an orange circle"
+    assert pair_prompt("circle", "red", "bn") == "একটি লাল বৃত্ত"
 
 
 def test_pool_and_batches(vqgan, tokenizer):
@@ -381,7 +319,7 @@ def test_shipped_checkpoint_floor():
     """Seen compositions, one English and one Bengali prompt each, the best 1 of 8 by CLIP + the model's likelihood:
     the judge says >= 90%. (CLIP alone scores good samples almost alike and now and then picks a broken one.)"""
     from mmcore import judge
-    from mmcore.train_dalle import judge_fidelity, seen_pairs
+    from mmcore.train_dalle import judge_fidelity
 
     model = mmcore.dalle.load("shapes-dalle", device="cpu")
     assert model.num_parameters() < 8_000_000
@@ -399,7 +337,6 @@ def test_prompts_as_people_type_them_floor():
     75 to 92 %. Floors: 40 % and 60 % (a 24-sample set's noise is about 10 points)."""
     from mmcore import judge
     from mmcore.data import HELDOUT, phrased_prompts
-    from mmcore.train_dalle import seen_pairs
 
     model, referee = mmcore.dalle.load("shapes-dalle", device="cpu"), judge.load()
     prompts = phrased_prompts(seen_pairs(6) + sorted(HELDOUT), per_pair=1)

@@ -33,7 +33,8 @@ from mmcore.train import (
     tokenizer_card_path,
     train_clip,
 )
-from mmcore.training import cosine_schedule, cpu_threads, decays, default_threads, parameter_groups
+from mmcore.training import (budget_steps, cosine_schedule, cpu_threads, decays, default_threads, parameter_groups,
+                             warmup_for)
 from mmcore.zeroshot import (
     CLASSES,
     class_prompts,
@@ -59,6 +60,23 @@ def _tiny(tokenizer: BPETokenizer) -> CLIP:
 
 
 # ------------------------------------------------------------------------------------------------ schedule
+
+
+def test_budget_steps_fits_the_schedule_to_the_time_left():
+    # 10 steps in the 5 s since the mark (2 steps/s), 50 s left: 100 more steps
+    assert budget_steps(20, 10.0, 60.0, 1000, mark=(10, 5.0)) == 120
+    # the warm-up before the mark does not count: slow first steps (compiling) do not shrink the plan
+    assert budget_steps(20, 30.0, 80.0, 1000, mark=(10, 25.0)) == 20 + round(2.0 * 50)
+    assert budget_steps(20, 10.0, 60.0, 50, mark=(10, 5.0)) == 50  # never more than the step limit
+    assert budget_steps(20, 70.0, 60.0, 1000, mark=(10, 5.0)) == 21  # over budget: at least the next step
+    assert budget_steps(5, 1.0, 60.0, 1000, mark=None) == 1000  # speed not measured yet: the step limit
+    assert budget_steps(10, 5.0, 60.0, 1000, mark=(10, 5.0)) == 1000  # no step since the mark
+
+
+def test_warmup_is_at_most_a_fifth_of_the_run():
+    assert warmup_for(10_000, 200) == 200
+    assert warmup_for(500, 200) == 100
+    assert warmup_for(3, 200) == 1
 
 
 def test_cosine_schedule_warms_up_then_decays_to_the_floor():

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 import mmcore.unclip
 import mmcore.vqgan
 from mmcore.clip import CLIP, CLIPConfig, Preprocess, normalize_pixels
-from mmcore.dalle import PromptTooLongError
-from mmcore.data import TRAIN_TEMPLATES
+from mmcore.data import NUM_COMBOS, TRAIN_TEMPLATES, seen_pairs
 from mmcore.diffusion import add_noise, alpha_bar, ddim_step, predicted_noise, time_grid, timestep_embedding
+from mmcore.sampling import PromptTooLongError
 from mmcore.tokenizer import BPETokenizer
-from mmcore.train_unclip import (NUM_COMBOS, UnCLIPTrainConfig, build_embedding_pool, draw_prior_batch,
+from mmcore.train_unclip import (UnCLIPTrainConfig, build_embedding_pool, draw_prior_batch,
                                  evaluate_decoder, main, text_embedding_table, train_unclip)
 from mmcore.unclip import (CodeDecoder, DecoderConfig, DiffusionPrior, PriorConfig, UnCLIP, UnCLIPSampleConfig,
                            slerp)
@@ -339,7 +339,6 @@ def test_shipped_checkpoint_floor():
     """Seen compositions, English and Bengali, 2 pictures each through prior and decoder; the same without the prior;
     and variations of test pictures: the judge says >= the floors."""
     from mmcore import judge
-    from mmcore.train_dalle import seen_pairs
     from mmcore.train_unclip import judge_unclip, judge_variations
 
     model = mmcore.unclip.load("shapes-unclip", device="cpu")
@@ -365,7 +364,6 @@ def test_prompts_as_people_type_them_floor():
     clears: 45 % and 80 %."""
     from mmcore import judge
     from mmcore.data import HELDOUT, phrased_prompts
-    from mmcore.train_dalle import seen_pairs
 
     model, referee = mmcore.unclip.load("shapes-unclip", device="cpu"), judge.load()
     prompts = phrased_prompts(seen_pairs(6) + sorted(HELDOUT), per_pair=1)

@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 import torch  # noqa: E402
 
 from mmcore import dalle, judge  # noqa: E402
-from mmcore.data import HELDOUT  # noqa: E402
-from mmcore.train_dalle import judge_images, rerank_images, sample_pair_images, seen_pairs  # noqa: E402
+from mmcore.dalle import rerank_images, sample_pair_images  # noqa: E402
+from mmcore.data import HELDOUT, seen_pairs  # noqa: E402
+from mmcore.sampling import RERANK_BY  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=len(HELDOUT), help="held-out compositions to prompt for")
     parser.add_argument("--n", type=int, default=8, help="samples per prompt")
     parser.add_argument("--rerank", type=int, default=1, help="keep this many of the n by CLIP score")
-    parser.add_argument("--rerank-by", nargs="+", default=list(dalle.RERANK_BY), choices=dalle.RERANK_BY,
+    parser.add_argument("--rerank-by", nargs="+", default=list(RERANK_BY), choices=RERANK_BY,
                         help="re-ranking scores to compare (each judged on the same samples)")
     parser.add_argument("--guidance", type=float, nargs="+", default=None,
                         help="guidance scales to compare (default: 1 and the checkpoint's)")
@@ -110,11 +111,11 @@ def main() -> None:
             prompts, wanted, images, codes = sample_pair_images(model, pairs, args.n, args.seed, langs,
                                                                 guidance_scale=scale, **overrides)
             per_image = (time.perf_counter() - t0) / (images.shape[0] * images.shape[1])  # sampling + decoding
-            rows = [("all", judge_images(referee, images, wanted))]
+            rows = [("all", referee.report(images, wanted))]
             if args.rerank:
                 for by in args.rerank_by:
                     best = rerank_images(model, prompts, images, codes, args.rerank, by)
-                    rows.append((f"{args.rerank}/{args.n} {by}", judge_images(referee, best, wanted)))
+                    rows.append((f"{args.rerank}/{args.n} {by}", referee.report(best, wanted)))
             for label, r in rows:
                 print(f"{split:8s} {scale:8.1f} {label:>22s} {r['fidelity']:9.1%} {r['shape']:6.1%} {r['color']:7.1%} "
                       f"{r['clean']:6.1%} {int(r['images']):7d} {per_image:6.3f}", flush=True)

@@ -33,10 +33,9 @@ import torch  # noqa: E402
 
 from mmcore import clip as clip_module  # noqa: E402
 from mmcore import dalle, guided, judge, unclip  # noqa: E402
-from mmcore.data import HELDOUT, LANGS, UNSEEN_PHRASINGS, phrased_prompts  # noqa: E402
+from mmcore.data import HELDOUT, LANGS, UNSEEN_PHRASINGS, phrased_prompts, seen_pairs  # noqa: E402
 from mmcore.judge import matches  # noqa: E402
 from mmcore.tokenizer import BPETokenizer  # noqa: E402
-from mmcore.train_dalle import seen_pairs  # noqa: E402
 from mmcore.weights import load_checkpoint  # noqa: E402
 from mmcore.zeroshot import eval_set, phrasing_report  # noqa: E402
 

@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 import torch  # noqa: E402
 
 from mmcore import dalle, guided, judge, unclip  # noqa: E402
-from mmcore.data import HELDOUT  # noqa: E402
+from mmcore.data import HELDOUT, pair_prompt, seen_pairs  # noqa: E402
 from mmcore.judge import matches  # noqa: E402
-from mmcore.train_dalle import fidelity_prompt, judge_images, seen_pairs  # noqa: E402
-from mmcore.train_unclip import judge_variations, sample_pair_images  # noqa: E402
+from mmcore.train_unclip import judge_variations  # noqa: E402
+from mmcore.unclip import sample_pair_images  # noqa: E402
 
 
 def unclip_fidelity(model: unclip.UnCLIP, referee: judge.Judge, seen: int, n: int, langs: tuple[str, ...]) -> None:
@@ -38,7 +38,7 @@ def unclip_fidelity(model: unclip.UnCLIP, referee: judge.Judge, seen: int, n: in
             t0 = time.perf_counter()
             _, wanted, images = sample_pair_images(model, pairs, n, seed=0, langs=langs, use_prior=use_prior)
             seconds = (time.perf_counter() - t0) / images.shape[0] / images.shape[1]
-            r = judge_images(referee, images, wanted)
+            r = referee.report(images, wanted)
             label = "prior + decoder" if use_prior else "no prior (text emb.)"
             print(f"  {name:8s} {label:21s} fidelity {r['fidelity']:6.1%} of {int(r['images']):3d}  clean "
                   f"{r['clean']:6.1%}  shape+colour {r['shape_color']:6.1%}  {seconds:.3f} s/picture")
@@ -61,7 +61,7 @@ def compare(referee: judge.Judge, pairs: list[tuple[str, str]], n: int, n_guided
     for name, (k, make) in makers.items():
         hits, kinds, t0 = [], [], time.perf_counter()
         for shape, color in pairs:
-            images = make(fidelity_prompt(shape, color), k)
+            images = make(pair_prompt(shape, color), k)
             wanted = {"shape": shape, "color": color}
             hits += [matches(p, wanted) for p in referee.predict(images)]
             kinds += [(shape, color) in HELDOUT] * len(images)
