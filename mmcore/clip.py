@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .transformer import Transformer, init_transformer_
-from .weights import CHECKPOINT_DIR, download, load_checkpoint, read_state_dict, save_checkpoint
+from .weights import CHECKPOINT_DIR, DictConfig, download, load_checkpoint, read_state_dict, save_checkpoint
 
 __all__ = [
     "CLIPConfig",
@@ -78,7 +78,7 @@ SHAPES_TINY = CHECKPOINT_DIR / "shapes-tiny.safetensors"
 
 
 @dataclass
-class CLIPConfig:
+class CLIPConfig(DictConfig):
     """All sizes of a CLIP model. Use a preset (``CLIPConfig.vit_b_32()``) and ``dataclasses.replace`` to vary it."""
 
     embed_dim: int = 512  # E: size of the shared image/text embedding space
@@ -137,14 +137,6 @@ class CLIPConfig:
             text_width=768, text_heads=12,
         )  # fmt: skip
         return replace(cfg, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CLIPConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 # ------------------------------------------------------------------------------------------------------ towers

@@ -37,7 +37,7 @@ train one with ``python -m mmcore.train_dalle`` (:mod:`mmcore.train_dalle`).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -54,7 +54,7 @@ from .data import LANGS, pair_prompt
 from .sampling import RERANK_BY, PromptTooLongError, classifier_free_guidance, rerank_scores, sample_from_logits
 from .tokenizer import BPETokenizer, ContextLengthError
 from .transformer import KVCache, Transformer, init_transformer_
-from .weights import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, DictConfig, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "DALLEConfig",
@@ -82,7 +82,7 @@ TRAIN_COMMAND = ("python -m mmcore.train_dalle --device cuda --max-minutes 2.5 -
 
 
 @dataclass
-class DALLEConfig:
+class DALLEConfig(DictConfig):
     """All sizes of a DALL-E model. Use a preset (``DALLEConfig.course()``) and ``dataclasses.replace`` to vary it."""
 
     text_vocab_size: int = 2954  # the tokenizer's vocabulary (the course BPE); one more id is added for padding
@@ -126,17 +126,9 @@ class DALLEConfig:
         """Positions the transformer sees in training: all text tokens and all but the last image code."""
         return self.text_length + self.image_length - 1
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DALLEConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
 
 @dataclass
-class SampleConfig:
+class SampleConfig(DictConfig):
     """How :meth:`DALLE.generate` samples (the shipped checkpoint stores the settings its benchmark chose)."""
 
     temperature: float = 1.0  # divide the logits by this (0: always the most likely code)
@@ -145,11 +137,6 @@ class SampleConfig:
     guidance_scale: float = 1.5  # classifier-free guidance s (1: plain conditional sampling, no second stream)
     batch_size: int = 64  # images sampled at once (the guided batch holds twice as many rows)
     rerank_by: str = "clip"  # re-ranking score: "clip" (the paper), "likelihood" or "clip+likelihood" (rerank_scores)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SampleConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class DALLEOutput(NamedTuple):

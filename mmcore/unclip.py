@@ -54,7 +54,7 @@ from .diffusion import add_noise, ddim_step, time_grid, timestep_embedding
 from .sampling import PromptTooLongError, classifier_free_guidance
 from .tokenizer import ContextLengthError
 from .transformer import Transformer, init_transformer_
-from .weights import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, DictConfig, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "PriorConfig",
@@ -78,20 +78,8 @@ TRAIN_COMMAND = ("python -m mmcore.train_unclip --max-minutes 40 --threads 2 "
 # ------------------------------------------------------------------------------------------------------ configs
 
 
-class _DictConfig:
-    """``to_dict`` / ``from_dict`` for the dataclass configs below (unknown keys in a card are ignored)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Any:
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
 @dataclass
-class PriorConfig(_DictConfig):
+class PriorConfig(DictConfig):
     embed_dim: int = 128  # CLIP's embedding size (the tiny CLIP: 128)
     width: int = 384  # hidden size of the residual MLP
     depth: int = 3  # residual blocks
@@ -99,7 +87,7 @@ class PriorConfig(_DictConfig):
 
 
 @dataclass
-class DecoderConfig(_DictConfig):
+class DecoderConfig(DictConfig):
     embed_dim: int = 128  # CLIP's embedding size (the condition)
     num_codes: int = 256  # the VQGAN's codebook size
     code_dim: int = 32  # the VQGAN's code vector size
@@ -111,7 +99,7 @@ class DecoderConfig(_DictConfig):
 
 
 @dataclass
-class UnCLIPSampleConfig(_DictConfig):
+class UnCLIPSampleConfig(DictConfig):
     prior_steps: int = 25  # DDIM steps of the prior
     decoder_steps: int = 25  # DDIM steps of the decoder
     prior_guidance: float = 2.0  # classifier-free guidance scale of the prior (1: none)

@@ -29,7 +29,7 @@ trained by :mod:`mmcore.train_vqgan`). The losses live in :mod:`mmcore.vqgan_los
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .vq import Quantized, VectorQuantizer
-from .weights import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, DictConfig, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "VQGANConfig",
@@ -63,7 +63,7 @@ SHAPES_VQGAN = CHECKPOINT_DIR / "shapes-vqgan.safetensors"
 
 
 @dataclass
-class VQGANConfig:
+class VQGANConfig(DictConfig):
     """All sizes of a VQGAN. Use a preset (``VQGANConfig.tiny()``) and ``dataclasses.replace`` to vary it."""
 
     image_size: int = 32  # side of the (square) training images, in pixels
@@ -98,19 +98,6 @@ class VQGANConfig:
     def grid_size(self) -> int:
         """Side of the code grid for ``image_size`` images (8 for the tiny preset)."""
         return self.image_size // self.factor
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VQGANConfig":
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in d.items() if k in known}
-        if "channels" in values:
-            values["channels"] = tuple(values["channels"])
-        return cls(**values)
 
 
 # ------------------------------------------------------------------------------------------------ building blocks

@@ -33,6 +33,7 @@ import urllib.request
 import warnings
 import zipfile
 from collections import OrderedDict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +41,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "DictConfig",
     "DownloadError",
     "ChecksumError",
     "default_cache_dir",
@@ -52,6 +54,23 @@ __all__ = [
     "card_path",
     "resolve_checkpoint",
 ]
+
+
+class DictConfig:
+    """``to_dict`` / ``from_dict`` for the dataclass configs that checkpoint cards store (every model's config).
+
+    ``to_dict`` writes plain JSON values (tuples become lists); ``from_dict`` ignores keys it does not know (a card
+    written by a newer version) and turns lists back into tuples where the field is a tuple."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        known = {f.name: str(f.type) for f in fields(cls)}  # type: ignore[arg-type]
+        values = {k: tuple(v) if known[k].startswith("tuple") and isinstance(v, list) else v
+                  for k, v in d.items() if k in known}
+        return cls(**values)
 
 _CHUNK = 1 << 20  # 1 MiB per read while streaming / hashing
 

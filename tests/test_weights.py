@@ -2,6 +2,7 @@
 and torch.save files, safetensors checkpoints with cards, and mmcore.clip.load on a downloaded OpenAI-style file."""
 from __future__ import annotations
 
+import json
 import hashlib
 import os
 import pickle
@@ -278,3 +279,19 @@ def test_resolve_checkpoint(tmp_path):
     assert resolve_checkpoint(own, "tiny", shipped, "toy model", "`make it`") == own
     with pytest.raises(ValueError, match="unknown toy model 'other'"):
         resolve_checkpoint("other", "tiny", shipped, "toy model", "`make it`")
+
+
+def test_dict_config_round_trips_every_model_config_through_json():
+    from mmcore.clip import CLIPConfig
+    from mmcore.dalle import DALLEConfig, SampleConfig
+    from mmcore.unclip import DecoderConfig, PriorConfig, UnCLIPSampleConfig
+    from mmcore.vqgan import VQGANConfig
+
+    for cfg in (CLIPConfig.tiny(), DALLEConfig.tiny(), SampleConfig(top_k=5), VQGANConfig.tiny(), PriorConfig(),
+                DecoderConfig(), UnCLIPSampleConfig()):
+        d = json.loads(json.dumps(cfg.to_dict()))  # what a card stores
+        assert type(cfg).from_dict(d) == cfg
+    d = VQGANConfig.tiny().to_dict()
+    assert isinstance(d["channels"], list)  # tuples are written as JSON lists and read back as tuples
+    assert type(VQGANConfig.from_dict(d).channels) is tuple
+    assert CLIPConfig.from_dict({**CLIPConfig.tiny().to_dict(), "from_a_newer_version": 1}) == CLIPConfig.tiny()
