@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shlex
 import sys
 import time
@@ -54,9 +53,9 @@ from torch import Tensor, nn
 from . import dalle as dalle_module
 from . import get_device, judge as judge_module, quick_mode, set_seed
 from . import vqgan as vqgan_module
-from .dalle import DALLE, DALLEConfig, SampleConfig, dalle_loss, pad_after_end, rerank_images, sample_pair_images
-from .data import (HELDOUT, LANGS, NUM_COMBOS, TRAIN_TEMPLATES, caption, combo_attributes, frame_caption,
-                   rendered_chunks, seen_pairs)
+from .dalle import DALLE, DALLEConfig, SampleConfig, dalle_loss, rerank_images, sample_pair_images
+from .data import HELDOUT, LANGS, TRAIN_TEMPLATES, seen_pairs
+from .pools import CodePool, build_code_pool, caption_table, draw_code_batch
 from .tokenizer import BPETokenizer
 from .training import (SPEED_MARK, add_config_arguments, autocast, budget_steps, config_from_args, cosine_schedule,
                        cpu_threads, default_threads, parameter_groups, print_summary, progress_bar, run_card, warmup_for)
@@ -65,10 +64,6 @@ __all__ = [
     "DALLETrainConfig",
     "DALLEHistory",
     "DALLETrainResult",
-    "CodePool",
-    "caption_table",
-    "build_pool",
-    "draw_batch",
     "evaluate_loss",
     "judge_fidelity",
     "train_dalle",
@@ -147,83 +142,6 @@ class DALLETrainResult(NamedTuple):
 
 
 # ------------------------------------------------------------------------------------------------------- data
-
-def framed_captions(index: int, count: int, tokenizer: Any, text_length: int, seed: int = 0) -> list[str]:
-    """``count`` framed captions of combination ``index``: a random training template of a random language with
-    everyday words around it (:func:`mmcore.data.frame_caption`), each short enough for ``text_length`` positions.
-    A pure function of (index, count, seed)."""
-    texts = []
-    rng = random.Random(f"dalle-frame:{seed}:{index}")
-    attrs = combo_attributes(index)
-    while len(texts) < count:
-        lang = LANGS[len(texts) % len(LANGS)]  # both languages equally
-        text = frame_caption(caption(attrs, lang, rng.choice(TRAIN_TEMPLATES[lang])), lang, rng)
-        if len(tokenizer.encode(text)) + 2 <= text_length:  # [start] + tokens + [end] must fit; else draw again
-            texts.append(text)
-    return texts
-
-
-def caption_table(tokenizer: Any, text_length: int, pad_token: int, framed: int = 0, seed: int = 0) -> Tensor:
-    """Token ids of every training caption: (480 combinations, T templates + ``framed``, text_length).
-
-    The first half of the T templates are the English :data:`mmcore.data.TRAIN_TEMPLATES`, the second half their
-    Bengali translations (in the same order); then ``framed`` captions per combination with everyday words around
-    them (:func:`framed_captions`, both languages alternately). Padding after [end] is ``pad_token``."""
-    texts = [caption(combo_attributes(i), lang, template)
-             for i in range(NUM_COMBOS) for lang in LANGS for template in TRAIN_TEMPLATES[lang]]
-    tokens = pad_after_end(tokenizer(texts, context_length=text_length), tokenizer.eot_token, pad_token)
-    table = tokens.view(NUM_COMBOS, -1, text_length)  # (480, T, Lt)
-    if framed:
-        extra = [t for i in range(NUM_COMBOS) for t in framed_captions(i, framed, tokenizer, text_length, seed)]
-        extra_tokens = pad_after_end(tokenizer(extra, context_length=text_length), tokenizer.eot_token, pad_token)
-        table = torch.cat([table, extra_tokens.view(NUM_COMBOS, framed, text_length)], dim=1)  # (480, T + F, Lt)
-    return table
-
-
-class CodePool(NamedTuple):
-    codes: Tensor  # (N, G*G) uint8 VQGAN codes (num_codes <= 256), on the training device
-    combos: Tensor  # (N,) long: each image's row of the caption table
-
-
-@torch.no_grad()
-def build_pool(vqgan: Any, n: int, seed: int = 0, split: str = "train", batch: int = 1024, workers: int = 1,
-               device: torch.device | str | None = None) -> CodePool:
-    """Render ``n`` images of ``split`` and encode them with the (frozen) ``vqgan`` -> :class:`CodePool` on ``device``.
-
-    Rendering runs on the CPU (``workers`` processes) and is encoded chunk by chunk as it arrives (on the VQGAN's
-    device, ``batch`` images at a time), so only the codes of the whole pool are ever held: 64 bytes per image."""
-    if vqgan.cfg.num_codes > 256:
-        raise ValueError("the pool stores codes as uint8: at most 256 codes")
-    vq_device = next(vqgan.parameters()).device
-    device = torch.device(device) if device is not None else vq_device
-    codes, combos = [], []
-    for images, chunk_combos in rendered_chunks(n, seed, split, vqgan.cfg.image_size, workers):
-        for i in range(0, len(images), batch):
-            x = images[i : i + batch].to(vq_device).float().div_(255.0)  # (b, 3, S, S) in [0, 1]
-            codes.append(vqgan.encode(x).indices.flatten(1).to(torch.uint8).to(device))  # (b, G*G)
-        combos.append(chunk_combos.to(device))
-    if not codes:
-        G = vqgan.cfg.grid_size
-        return CodePool(torch.zeros(0, G * G, dtype=torch.uint8, device=device), torch.zeros(0, dtype=torch.long,
-                                                                                              device=device))
-    return CodePool(torch.cat(codes), torch.cat(combos))
-
-
-def draw_batch(pool: CodePool, table: Tensor, batch_size: int, null_text: Tensor, null_prob: float,
-               generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """One training batch: ``(text (B, Lt), codes (B, G*G))``, everything on the pool's device.
-
-    Random pool entries, a random caption template each (:func:`caption_table`), and the null caption
-    ``null_text`` (Lt,) instead with probability ``null_prob``. ``generator`` lives on the pool's device."""
-    device = pool.codes.device
-    index = torch.randint(len(pool.codes), (batch_size,), device=device, generator=generator)  # (B,)
-    template = torch.randint(table.shape[1], (batch_size,), device=device, generator=generator)  # (B,)
-    text = table[pool.combos[index], template]  # (B, Lt)
-    if null_prob > 0:
-        drop = torch.rand(batch_size, device=device, generator=generator) < null_prob  # (B,)
-        text = torch.where(drop[:, None], null_text[None, :], text)  # (B, Lt)
-    return text, pool.codes[index].long()
-
 
 @torch.no_grad()
 def evaluate_loss(model: DALLE, pool: CodePool, table: Tensor, batch_size: int = 256) -> float:
@@ -305,8 +223,8 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
     # a 5-minute CUDA run sees ~9 M sequences: a 200 k pool was seen 45 times and over-fitted (test loss rose again
     # after a third of the run while the training loss kept falling); 2 M images (~6 passes) take ~30 s to build
     pool_size = cfg.pool_size or (2_000_000 if device.type == "cuda" else 20_000)
-    pool = build_pool(vqgan, pool_size, cfg.seed, "train", cfg.pool_batch, workers, device)
-    eval_pools = {split: build_pool(vqgan, cfg.eval_images, 1234, split, cfg.pool_batch, 1, device)
+    pool = build_code_pool(vqgan, pool_size, cfg.seed, "train", cfg.pool_batch, workers, device)
+    eval_pools = {split: build_code_pool(vqgan, cfg.eval_images, 1234, split, cfg.pool_batch, 1, device)
                   for split in ("test", "heldout")}
     table = caption_table(tokenizer, mcfg.text_length, mcfg.pad_token, cfg.framed_captions,
                           cfg.seed).to(device)  # (480, T + F, Lt)
@@ -340,7 +258,7 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        text, codes = draw_batch(pool, table, cfg.batch_size, null_text, cfg.null_caption_prob, generator)
+        text, codes = draw_code_batch(pool, table, cfg.batch_size, null_text, cfg.null_caption_prob, generator)
         with autocast(device):
             out = step_model(text, codes)
         loss = dalle_loss(out.text_logits, text[:, 1:], out.image_logits, codes, cfg.text_weight, cfg.image_weight)

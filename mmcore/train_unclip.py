@@ -47,8 +47,8 @@ from torch import Tensor, nn
 from . import clip as clip_module
 from . import get_device, judge as judge_module, quick_mode, set_seed
 from . import vqgan as vqgan_module
-from .data import (HELDOUT, LANGS, NUM_COMBOS, TRAIN_TEMPLATES, ShapesDataset, caption, combo_attributes, rendered_chunks,
-                   seen_pairs)
+from .data import HELDOUT, LANGS, ShapesDataset, seen_pairs
+from .pools import EmbeddingPool, build_embedding_pool, draw_prior_batch, text_embedding_table
 from .training import (SPEED_MARK, add_config_arguments, budget_steps, config_from_args, cosine_schedule, cpu_threads,
                        default_threads, parameter_groups, print_summary, progress_bar, run_card, warmup_for)
 from .unclip import CodeDecoder, DecoderConfig, DiffusionPrior, PriorConfig, UnCLIP, UnCLIPSampleConfig, sample_pair_images
@@ -57,10 +57,6 @@ __all__ = [
     "UnCLIPTrainConfig",
     "UnCLIPHistory",
     "UnCLIPTrainResult",
-    "EmbeddingPool",
-    "build_embedding_pool",
-    "text_embedding_table",
-    "draw_prior_batch",
     "evaluate_decoder",
     "judge_unclip",
     "judge_variations",
@@ -138,50 +134,6 @@ class UnCLIPTrainResult(NamedTuple):
 
 
 # ------------------------------------------------------------------------------------------------------- data
-
-
-class EmbeddingPool(NamedTuple):
-    codes: Tensor  # (N, G*G) uint8 VQGAN codes
-    combos: Tensor  # (N,) long: each image's attribute combination (mmcore.data.combo_index)
-    image_emb: Tensor  # (N, E) unit CLIP image embeddings
-
-
-@torch.no_grad()
-def build_embedding_pool(clip: Any, vqgan: Any, n: int, seed: int = 0, split: str = "train", batch: int = 1024,
-                         workers: int = 1) -> EmbeddingPool:
-    """Render ``n`` images of ``split``; keep their VQGAN codes and CLIP image embeddings (:class:`EmbeddingPool`)."""
-    from .clip import normalize_pixels
-
-    device = next(vqgan.parameters()).device
-    codes, combos, embs = [], [], []
-    for images, chunk_combos in rendered_chunks(n, seed, split, vqgan.cfg.image_size, workers):
-        for i in range(0, len(images), batch):
-            x = images[i : i + batch].to(device).float().div_(255.0)  # (b, 3, S, S) in [0, 1]
-            codes.append(vqgan.encode(x).indices.flatten(1).to(torch.uint8))  # (b, G*G)
-            embs.append(clip.encode_image(normalize_pixels(x, clip.cfg.image_size), normalize=True))  # (b, E)
-        combos.append(chunk_combos.to(device))
-    return EmbeddingPool(torch.cat(codes), torch.cat(combos), torch.cat(embs))
-
-
-@torch.no_grad()
-def text_embedding_table(clip: Any, tokenizer: Any, batch: int = 960) -> Tensor:
-    """Unit CLIP text embeddings of every training caption: (480 combinations, T templates, E).
-
-    English templates first, then their Bengali twins, in the order of :func:`mmcore.train_dalle.caption_table`."""
-    device = next(clip.parameters()).device
-    texts = [caption(combo_attributes(i), lang, template)
-             for i in range(NUM_COMBOS) for lang in LANGS for template in TRAIN_TEMPLATES[lang]]
-    emb = torch.cat([clip.encode_text(tokenizer(texts[i : i + batch]).to(device), normalize=True)
-                     for i in range(0, len(texts), batch)])  # (480 * 12, E)
-    return emb.view(NUM_COMBOS, -1, emb.shape[-1])
-
-
-def draw_prior_batch(pool: EmbeddingPool, table: Tensor, batch_size: int,
-                     generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``(image embeddings (B, E), text embeddings (B, E))``: random pool images, a random caption template each."""
-    index = torch.randint(len(pool.codes), (batch_size,), generator=generator).to(pool.codes.device)  # (B,)
-    template = torch.randint(table.shape[1], (batch_size,), generator=generator).to(table.device)  # (B,)
-    return pool.image_emb[index], table[pool.combos[index], template]
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 
 import pytest
@@ -20,7 +21,8 @@ from mmcore.dalle import DALLE, DALLEConfig, DALLELoss, DALLEOutput, SampleConfi
 from mmcore.data import NUM_COMBOS, TRAIN_TEMPLATES, combo_attributes, combo_index, pair_prompt, seen_pairs
 from mmcore.sampling import PromptTooLongError
 from mmcore.tokenizer import BPETokenizer
-from mmcore.train_dalle import DALLETrainConfig, build_pool, caption_table, draw_batch, main, train_dalle
+from mmcore.pools import build_code_pool, caption_table, draw_code_batch, framed_captions
+from mmcore.train_dalle import DALLETrainConfig, main, train_dalle
 from mmcore.vqgan import VQGAN, VQGANConfig
 
 torch.set_num_threads(1)
@@ -257,20 +259,38 @@ def test_combos_and_caption_table(tokenizer):
     assert pair_prompt("circle", "red", "bn") == "একটি লাল বৃত্ত"
 
 
+def test_framed_captions_keep_the_attributes_and_fit(tokenizer):
+    from mmcore.data import COLORS, SHAPES, filler_words
+
+    i = combo_index({"shape": "star", "color": "green", "size": "large", "position": "left"})
+    texts = framed_captions(i, 10, tokenizer, 16, seed=3)
+    assert texts == framed_captions(i, 10, tokenizer, 16, seed=3) != framed_captions(i, 10, tokenizer, 16, seed=4)
+    assert [bool(re.search("[\u0980-\u09FF]", t)) for t in texts] == [False, True] * 5  # both languages in turn
+    for text in texts:
+        assert len(tokenizer.encode(text)) + 2 <= 16  # fits the text positions with [start] and [end]
+        lang = "bn" if re.search("[\u0980-\u09FF]", text) else "en"
+        assert ("star" if lang == "en" else SHAPES["star"]) in text and ("green" if lang == "en" else COLORS["green"]) in text
+        assert any(w in filler_words(lang) for w in text.replace(",", " ").split())  # at least one everyday word
+    table = caption_table(tokenizer, 16, tokenizer.vocab_size, framed=4, seed=3)
+    T = 2 * len(TRAIN_TEMPLATES["en"])
+    assert table.shape == (NUM_COMBOS, T + 4, 16)
+    assert tokenizer.decode(table[i, T][table[i, T] != tokenizer.vocab_size]) == framed_captions(i, 4, tokenizer, 16, 3)[0]
+
+
 def test_pool_and_batches(vqgan, tokenizer):
-    pool = build_pool(vqgan, 40, seed=0, batch=16)
+    pool = build_code_pool(vqgan, 40, seed=0, batch=16)
     assert pool.codes.shape == (40, 64) and pool.codes.dtype == torch.uint8 and pool.combos.shape == (40,)
-    again = build_pool(vqgan, 40, seed=0, batch=40)
+    again = build_code_pool(vqgan, 40, seed=0, batch=40)
     assert torch.equal(pool.codes, again.codes) and torch.equal(pool.combos, again.combos)  # batching is invisible
     table = caption_table(tokenizer, 16, tokenizer.vocab_size)
     null = torch.tensor([tokenizer.sot_token, tokenizer.eot_token] + [tokenizer.vocab_size] * 14)
     g = torch.Generator().manual_seed(0)
-    text, codes = draw_batch(pool, table, 64, null, 0.0, g)
+    text, codes = draw_code_batch(pool, table, 64, null, 0.0, g)
     assert text.shape == (64, 16) and codes.shape == (64, 64) and codes.dtype == torch.long
     assert not (text == null).all(dim=1).any()
-    text, _ = draw_batch(pool, table, 64, null, 1.0, g)
+    text, _ = draw_code_batch(pool, table, 64, null, 1.0, g)
     assert (text == null).all()
-    text, _ = draw_batch(pool, table, 2000, null, 0.15, g)
+    text, _ = draw_code_batch(pool, table, 2000, null, 0.15, g)
     assert 0.1 < (text == null).all(dim=1).float().mean() < 0.2
     captions = [tokenizer.decode(row[row != tokenizer.vocab_size]) for row in text[:200] if not (row == null).all()]
     bengali = [any("\u0980" <= ch <= "\u09ff" for ch in c) for c in captions]

@@ -21,8 +21,8 @@ from mmcore.data import NUM_COMBOS, TRAIN_TEMPLATES, seen_pairs
 from mmcore.diffusion import add_noise, alpha_bar, ddim_step, predicted_noise, time_grid, timestep_embedding
 from mmcore.sampling import PromptTooLongError
 from mmcore.tokenizer import BPETokenizer
-from mmcore.train_unclip import (UnCLIPTrainConfig, build_embedding_pool, draw_prior_batch,
-                                 evaluate_decoder, main, text_embedding_table, train_unclip)
+from mmcore.pools import build_embedding_pool, draw_prior_batch, text_embedding_table
+from mmcore.train_unclip import UnCLIPTrainConfig, evaluate_decoder, main, train_unclip
 from mmcore.unclip import (CodeDecoder, DecoderConfig, DiffusionPrior, PriorConfig, UnCLIP, UnCLIPSampleConfig,
                            slerp)
 from mmcore.vqgan import VQGAN, VQGANConfig
