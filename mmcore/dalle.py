@@ -85,7 +85,7 @@ TRAIN_COMMAND = ("python -m mmcore.train_dalle --device cuda --max-minutes 2.5 -
 class DALLEConfig(DictConfig):
     """All sizes of a DALL-E model. Use a preset (``DALLEConfig.course()``) and ``dataclasses.replace`` to vary it."""
 
-    text_vocab_size: int = 2954  # the tokenizer's vocabulary (the course BPE); one more id is added for padding
+    text_vocab_size: int | None = None  # the tokenizer's vocabulary (None: the course BPE's); +1 id for padding
     text_length: int = 16  # text positions: [start] + tokens + [end], padded; longer prompts are an error
     num_codes: int = 256  # the VQGAN's codebook size (image vocabulary)
     grid_size: int = 8  # the VQGAN's code grid side: grid_size ** 2 image tokens
@@ -93,8 +93,15 @@ class DALLEConfig(DictConfig):
     layers: int = 6  # transformer blocks
     heads: int = 8  # attention heads (width must be a multiple)
     mlp_ratio: float = 4.0  # MLP hidden width / width
-    sot_token: int = 2952  # the tokenizer's start-of-text id
-    eot_token: int = 2953  # the tokenizer's end-of-text id
+    sot_token: int | None = None  # the tokenizer's start-of-text id (None: the course BPE's)
+    eot_token: int | None = None  # the tokenizer's end-of-text id (None: the course BPE's)
+
+    def __post_init__(self) -> None:
+        if None in (self.text_vocab_size, self.sot_token, self.eot_token):  # ids come from the tokenizer itself
+            tokenizer = BPETokenizer.course()
+            self.text_vocab_size = tokenizer.vocab_size if self.text_vocab_size is None else self.text_vocab_size
+            self.sot_token = tokenizer.sot_token if self.sot_token is None else self.sot_token
+            self.eot_token = tokenizer.eot_token if self.eot_token is None else self.eot_token
 
     @classmethod
     def course(cls, **overrides: Any) -> "DALLEConfig":
@@ -120,11 +127,6 @@ class DALLEConfig(DictConfig):
     def image_length(self) -> int:
         """Image tokens per sequence (64 for an 8 x 8 grid)."""
         return self.grid_size**2
-
-    @property
-    def sequence_length(self) -> int:
-        """Positions the transformer sees in training: all text tokens and all but the last image code."""
-        return self.text_length + self.image_length - 1
 
 
 @dataclass

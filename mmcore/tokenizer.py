@@ -54,7 +54,6 @@ __all__ = [
     "ContextLengthError",
     "Explanation",
     "bytes_to_unicode",
-    "get_pairs",
     "bpe_merge",
     "basic_clean",
     "ftfy_is_identity",
@@ -132,11 +131,6 @@ def bytes_to_unicode() -> dict[int, str]:
             table[b] = chr(256 + shifted)
             shifted += 1
     return table
-
-
-def get_pairs(word: Sequence[str]) -> set[tuple[str, str]]:
-    """The set of adjacent symbol pairs of a word, e.g. ``("l", "o", "w")`` -> ``{("l", "o"), ("o", "w")}``."""
-    return set(zip(word, word[1:]))
 
 
 def bpe_merge(
@@ -903,58 +897,10 @@ COURSE_VOCAB_SIZE = 3000  # target size; training stops earlier when no pair is 
 COURSE_SEED = 0
 COURSE_N_CAPTIONS = 20_000
 
-# General English and Bengali text so that the course tokenizer is not useless outside Shapes.
-# (Each line is one "document"; the words repeat across lines on purpose, like in real text.)
-GENERAL_EN = """\
-a photo of a cat. a photo of a dog. a picture of a person. a drawing of a house. an image of a tree.
-a photo of a small bird sitting on a branch. a dog running on the beach. a cat sleeping on the sofa.
-a man riding a bicycle in the city. a woman reading a book in the park. children playing football in the field.
-a red car parked on the street. a boat on the river at sunset. mountains covered with snow. a bowl of rice and fish.
-a cup of tea on the table. a plate of fruit: apples, bananas, mangoes and oranges. a glass of water.
-the sky is blue and the grass is green. the sun rises in the east. the moon and the stars at night.
-a painting of a village in the rain. a watercolour of flowers in a garden. an oil painting of the sea.
-a black and white photograph of an old building. a close-up of a face. a portrait of a young girl smiling.
-a cartoon of a happy robot. a sketch of a horse. a pencil drawing of a bridge. a diagram of a circuit.
-there is a yellow flower next to a white stone. two birds are flying over the water. three people are talking.
-what is in this picture? this is a photo of something beautiful. it's a good day, isn't it? we're going home.
-the quick brown fox jumps over the lazy dog. one, two, three, four, five, six, seven, eight, nine, ten.
-left, right, top, bottom, middle, center, above, below, inside, outside, near, far, big, small, large, tiny.
-red, green, blue, yellow, orange, purple, pink, brown, black, white, gray, grey, gold, silver.
-circle, square, triangle, star, heart, rectangle, line, dot, ring, cross, shape, colour, color, size, position.
-a train at the station. an elephant in the forest. a tiger in the grass. a fish in the pond. a cow in the field.
-a computer on a desk. a phone in a hand. a clock on the wall. a lamp in the corner. a door and a window.
-happy, sad, angry, calm, bright, dark, light, heavy, hot, cold, new, old, beautiful, ugly, clean, dirty.
-the man and the woman. the boy and the girl. my friend, your family, our school, their teacher, his book, her bag.
-I like to draw pictures. she likes to sing songs. they like to play games. he likes to eat sweets.
-an astronaut riding a horse on the moon. an armchair in the shape of an avocado. a teapot shaped like a tortoise.
-a city at night with lights. a road through the desert. a lake surrounded by trees. rain falling on a window.
-"""
-
-GENERAL_BN = """\
-একটি বিড়ালের ছবি। একটি কুকুরের ছবি। একজন মানুষের ছবি। একটি বাড়ির আঁকা ছবি। একটি গাছের ছবি।
-ডালে বসে থাকা একটি ছোট পাখির ছবি। সমুদ্রসৈকতে দৌড়াচ্ছে একটি কুকুর। সোফায় ঘুমাচ্ছে একটি বিড়াল।
-শহরে সাইকেল চালাচ্ছে একজন লোক। পার্কে বই পড়ছে একজন মহিলা। মাঠে ফুটবল খেলছে শিশুরা।
-রাস্তায় দাঁড়িয়ে আছে একটি লাল গাড়ি। সূর্যাস্তের সময় নদীতে একটি নৌকা। বরফে ঢাকা পাহাড়। এক বাটি ভাত আর মাছ।
-টেবিলের উপর এক কাপ চা। এক থালা ফল: আপেল, কলা, আম আর কমলা। এক গ্লাস জল। এক গ্লাস পানি।
-আকাশ নীল আর ঘাস সবুজ। পূর্ব দিকে সূর্য ওঠে। রাতে চাঁদ আর তারা।
-বৃষ্টিতে একটি গ্রামের ছবি। বাগানে ফুলের জলরং ছবি। সমুদ্রের তেলরং ছবি।
-একটি পুরোনো ভবনের সাদা-কালো ছবি। একটি মুখের কাছ থেকে তোলা ছবি। হাসিমুখে একটি মেয়ের প্রতিকৃতি।
-একটি খুশি রোবটের কার্টুন। একটি ঘোড়ার স্কেচ। একটি সেতুর পেন্সিল স্কেচ। একটি বর্তনীর নকশা।
-একটি সাদা পাথরের পাশে একটি হলুদ ফুল আছে। দুটি পাখি জলের উপর দিয়ে উড়ছে। তিনজন মানুষ কথা বলছে।
-এই ছবিতে কী আছে? এটি একটি সুন্দর জিনিসের ছবি। আজ দিনটা ভালো, তাই না? আমরা বাড়ি যাচ্ছি।
-এক, দুই, তিন, চার, পাঁচ, ছয়, সাত, আট, নয়, দশ। ১, ২, ৩, ৪, ৫, ৬, ৭, ৮, ৯, ১০।
-বাম, ডান, উপর, নিচ, মাঝখানে, কেন্দ্রে, উপরে, নিচে, ভেতরে, বাইরে, কাছে, দূরে, বড়, ছোট, বিশাল, ক্ষুদ্র।
-লাল, সবুজ, নীল, হলুদ, কমলা, বেগুনি, গোলাপি, বাদামি, কালো, সাদা, ধূসর, সোনালি, রুপালি।
-বৃত্ত, বর্গ, বর্গক্ষেত্র, ত্রিভুজ, তারা, হৃদয়, আয়তক্ষেত্র, রেখা, বিন্দু, আংটি, ক্রস, আকৃতি, রং, রঙ, আকার, অবস্থান।
-স্টেশনে একটি ট্রেন। বনে একটি হাতি। ঘাসে একটি বাঘ। পুকুরে একটি মাছ। মাঠে একটি গরু।
-ডেস্কের উপর একটি কম্পিউটার। হাতে একটি ফোন। দেয়ালে একটি ঘড়ি। কোণে একটি বাতি। একটি দরজা আর একটি জানালা।
-খুশি, দুঃখী, রাগী, শান্ত, উজ্জ্বল, অন্ধকার, হালকা, ভারী, গরম, ঠান্ডা, নতুন, পুরোনো, সুন্দর, কুৎসিত, পরিষ্কার, নোংরা।
-লোকটি আর মহিলাটি। ছেলেটি আর মেয়েটি। আমার বন্ধু, তোমার পরিবার, আমাদের স্কুল, তাদের শিক্ষক, তার বই, তার ব্যাগ।
-আমি ছবি আঁকতে ভালোবাসি। সে গান গাইতে ভালোবাসে। তারা খেলা খেলতে ভালোবাসে। সে মিষ্টি খেতে ভালোবাসে।
-চাঁদে ঘোড়ায় চড়ছে একজন নভোচারী। অ্যাভোকাডোর আকারের একটি আরামকেদারা। কচ্ছপের মতো দেখতে একটি চায়ের পাত্র।
-রাতে আলো জ্বলা একটি শহর। মরুভূমির মধ্য দিয়ে একটি রাস্তা। গাছে ঘেরা একটি হ্রদ। জানালায় বৃষ্টি পড়ছে।
-বাংলা ভাষা। বাংলাদেশ আর পশ্চিমবঙ্গ। ঢাকা আর কলকাতা। রবীন্দ্রনাথ ঠাকুরের কবিতা। নদীমাতৃক দেশ। পদ্মা, মেঘনা, যমুনা।
-"""
+# General English and Bengali text so that the course tokenizer is not useless outside Shapes: one "document" per
+# line, the words repeating across lines on purpose, like in real text (data/tokenizer/general-en.txt, -bn.txt).
+GENERAL_EN = (COURSE_DIR / "general-en.txt").read_text(encoding="utf-8")
+GENERAL_BN = (COURSE_DIR / "general-bn.txt").read_text(encoding="utf-8")
 
 
 def bengali_alphabet_lines() -> list[str]:

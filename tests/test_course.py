@@ -157,6 +157,51 @@ def test_lessons_start_with_goals_and_end_with_exercises():
         assert any("অনুশীলনী" in t for t in prose[-3:]), name
 
 
+def mmcore_names(code: str) -> list[tuple[str, str]]:
+    """Every (module, name) a piece of code takes from mmcore: ``from mmcore.m import n`` and ``alias.n`` where
+    ``alias`` is an imported mmcore module (``from mmcore import dalle`` or ``import mmcore.dalle as alias``)."""
+    import ast
+
+    tree = ast.parse(code)
+    aliases, used = {"mmcore": "mmcore"}, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "mmcore":
+            for a in node.names:
+                if node.module == "mmcore":
+                    aliases[a.asname or a.name] = f"mmcore.{a.name}"  # a submodule (or a top-level function)
+                used.append((node.module, a.name))
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "mmcore" and a.asname:
+                    aliases[a.asname] = a.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            chain, base = [node.attr], node.value
+            while isinstance(base, ast.Attribute):
+                chain.append(base.attr)
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in aliases:
+                used.append((aliases[base.id], chain[-1]))  # the name read from the module itself
+    return used
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lessons_use_only_the_public_api(kind):
+    """No private mmcore name (a leading underscore), and from a training module only its training function
+    (``train_*``) and config (``*Config``): the helpers a lesson needs live in the module they belong to."""
+    problems = []
+    for source in sorted((ROOT / kind / "src").glob("*.md")):
+        code = "\n".join(c.source for c in build.parse(source.read_text(encoding="utf-8"), source.name)
+                         if c.kind == "code")
+        code = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
+        for module, name in mmcore_names(code):
+            if name.startswith("_") and not name.startswith("__"):
+                problems.append(f"{source.name}: private name {module}.{name}")
+            if module.split(".")[-1].startswith("train") and not (name.startswith("train") or name.endswith("Config")):
+                problems.append(f"{source.name}: {module}.{name} (a training module's helper)")
+    assert not problems, "\n".join(problems)
+
+
 def test_parser_rejects_a_missing_translation():
     with pytest.raises(ValueError, match="no Bengali twin"):
         build.parse("%% md en\n# Title\n%% code\nprint(1)\n")

@@ -150,7 +150,6 @@ def test_pure_functions_match_reference():
     assert list(T.bytes_to_unicode().items()) == list(_REF_MODULE.bytes_to_unicode().items())  # order = ids
     assert len(set(T.bytes_to_unicode().values())) == 256
     assert T.bytes_to_unicode()[ord(" ")] == "Ġ"
-    assert T.get_pairs(("l", "o", "w")) == {("l", "o"), ("o", "w")}
     assert T.whitespace_clean(" a \t\n b\u00a0c  ") == "a b c"
 
 
