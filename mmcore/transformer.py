@@ -28,29 +28,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "quick_gelu", "quick_gelu_", "QuickGELU", "make_activation", "KVCache", "Attention", "MLP", "Block", "Transformer",
-    "init_transformer_",
+    "quick_gelu", "QuickGELU", "make_activation", "KVCache", "Attention", "MLP", "Block", "Transformer",
+    "init_transformer_", "FusedQuickGELUMLP", "attention_at", "block_at",
 ]  # fmt: skip
 
 _QUICK_GELU_ALPHA = 1.702
 
 
 def quick_gelu(x: Tensor) -> Tensor:
-    """``x * sigmoid(1.702 x)``: the GELU approximation that OpenAI's CLIP was trained with.
-
-    Written as ``silu(1.702 x) / 1.702`` (``silu(y) = y * sigmoid(y)``), so that the expensive part runs
-    as one fused kernel. Mathematically identical to ``x * torch.sigmoid(1.702 * x)``.
-    """
-    if not x.requires_grad:
-        # No graph to keep: work in place on one temporary buffer (saves two allocations per call).
-        y = x * _QUICK_GELU_ALPHA
-        return F.silu(y, inplace=True).mul_(1.0 / _QUICK_GELU_ALPHA)
-    return F.silu(x * _QUICK_GELU_ALPHA) * (1.0 / _QUICK_GELU_ALPHA)
-
-
-def quick_gelu_(x: Tensor) -> Tensor:
-    """In-place :func:`quick_gelu` (overwrites and returns ``x``); only for tensors no autograd graph needs."""
-    return F.silu(x.mul_(_QUICK_GELU_ALPHA), inplace=True).mul_(1.0 / _QUICK_GELU_ALPHA)
+    """``x * sigmoid(1.702 x)``: the GELU approximation that OpenAI's CLIP was trained with."""
+    return x * torch.sigmoid(_QUICK_GELU_ALPHA * x)
 
 
 class QuickGELU(nn.Module):
@@ -144,29 +131,6 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
         return self.out(y)
 
-    def forward_at(self, x: Tensor, index: Tensor, is_causal: bool = False) -> Tensor:
-        """Attention output at one position per row only: ``x`` (B, T, C), ``index`` (B,) -> (B, C).
-
-        Keys and values still come from every position, but the query (and everything after attention) is
-        computed for the selected token alone. CLIP reads each tower's output at a single token (the class
-        token, the end-of-text token), so its last layer needs nothing else. ``is_causal``: the selected token
-        sees only positions up to its own.
-        """
-        B, T, C = x.shape
-        H = self.heads
-        w_q, w_kv = self.qkv.weight.split([C, 2 * C])  # (C, C), (2C, C)
-        b_q, b_kv = self.qkv.bias.split([C, 2 * C]) if self.qkv.bias is not None else (None, None)
-        kv = F.linear(x, w_kv, b_kv).view(B, T, 2, H, C // H)  # (B, T, 2, H, D)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, H, T, D)
-        x_q = x[torch.arange(B, device=x.device), index]  # (B, C)
-        q = F.linear(x_q, w_q, b_q).view(B, H, 1, C // H)  # (B, H, 1, D): one query per row
-        mask = None
-        if is_causal:
-            mask = torch.arange(T, device=x.device) <= index[:, None]  # (B, T): keys up to the query's position
-            mask = mask[:, None, None, :]  # (B, 1, 1, T)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, 1, D)
-        return self.out(y.reshape(B, C))  # (B, C)
-
 
 def _causal_mask(t_q: int, t_k: int, device: torch.device, offset: int = 0) -> Tensor:
     """Boolean (t_q, t_k) mask, True where query ``i`` (at absolute position ``offset + i``) may attend."""
@@ -185,21 +149,7 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, width)
 
     def forward(self, x: Tensor) -> Tensor:
-        if isinstance(self.act, QuickGELU):
-            return self._forward_quick_gelu(x)
-        return self.fc2(self.act(self.fc1(x)))
-
-    def _forward_quick_gelu(self, x: Tensor) -> Tensor:
-        """``fc2(quick_gelu(fc1(x)))``, computed as ``fc2'(silu(fc1'(x)))`` with the two scalings moved into the
-        matrix multiplies: ``quick_gelu(z) = silu(1.702 z) / 1.702``, and ``torch.addmm`` computes
-        ``beta * bias + alpha * (a @ b)`` at no extra cost. One pass over the wide hidden activations instead of
-        three; the same numbers up to float rounding."""
-        alpha = _QUICK_GELU_ALPHA
-        x2 = x.reshape(-1, x.shape[-1])  # (N, C): addmm wants matrices
-        h = torch.addmm(self.fc1.bias, x2, self.fc1.weight.t(), beta=alpha, alpha=alpha)  # (N, hidden): 1.702 fc1(x)
-        h = F.silu(h, inplace=not h.requires_grad)  # in place when no autograd graph needs h
-        y = torch.addmm(self.fc2.bias, h, self.fc2.weight.t(), alpha=1.0 / alpha)  # (N, C): fc2(h / 1.702)
-        return y.view(*x.shape[:-1], y.shape[-1])  # (..., C)
+        return self.fc2(self.act(self.fc1(x)))  # (..., C)
 
 
 class Block(nn.Module):
@@ -210,7 +160,8 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(width, eps=eps)
         self.attn = Attention(width, heads)
         self.norm2 = nn.LayerNorm(width, eps=eps)
-        self.mlp = MLP(width, int(width * mlp_ratio), activation)
+        mlp = FusedQuickGELUMLP if activation == "quick_gelu" else MLP  # the same maths, faster (see below)
+        self.mlp = mlp(width, int(width * mlp_ratio), activation)
 
     def forward(
         self,
@@ -223,15 +174,6 @@ class Block(nn.Module):
         """``x`` (B, T, C) -> (B, T, C); the arguments are passed on to :class:`Attention`."""
         x = x + self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal, cache=cache, layer=layer)
         return x + self.mlp(self.norm2(x))
-
-    def forward_at(self, x: Tensor, index: Tensor, is_causal: bool = False) -> Tensor:
-        """The block's output at one position per row: ``x`` (B, T, C), ``index`` (B,) -> (B, C).
-
-        Equal to ``self(x)[arange(B), index]`` but computes the attention query and the MLP for that row only.
-        """
-        h = x[torch.arange(x.shape[0], device=x.device), index]  # (B, C)
-        h = h + self.attn.forward_at(self.norm1(x), index, is_causal=is_causal)  # (B, C)
-        return h + self.mlp(self.norm2(h))  # (B, C)
 
 
 class Transformer(nn.Module):
@@ -267,7 +209,7 @@ class Transformer(nn.Module):
         *first, last = self.blocks
         for block in first:
             x = block(x, is_causal=is_causal)  # (B, T, C)
-        return last.forward_at(x, output_index, is_causal=is_causal)  # (B, C)
+        return block_at(last, x, output_index, is_causal=is_causal)  # (B, C)
 
 
 def init_transformer_(model: Transformer, std_scale: float = 1.0) -> None:
@@ -290,3 +232,58 @@ def init_transformer_(model: Transformer, std_scale: float = 1.0) -> None:
         nn.init.normal_(block.mlp.fc2.weight, std=proj_std)
         nn.init.zeros_(block.mlp.fc2.bias)
 
+
+# ---------------------------------------------------------------------------------------------------- speed paths
+# The classes above are the plain version to read. What follows computes the same numbers faster; the tests check
+# each against the plain version (tests/test_clip.py), and `make bench` measures the gain.
+
+
+class FusedQuickGELUMLP(MLP):
+    """:class:`MLP` with OpenAI's QuickGELU, computed faster; the same parameters and the same numbers up to float
+    rounding (a test compares it with ``MLP.forward``). :class:`Block` uses it for ``activation="quick_gelu"``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``fc2(quick_gelu(fc1(x)))``, computed as ``fc2'(silu(fc1'(x)))`` with the two scalings moved into the
+        matrix multiplies: ``quick_gelu(z) = silu(1.702 z) / 1.702``, and ``torch.addmm`` computes
+        ``beta * bias + alpha * (a @ b)`` at no extra cost. One pass over the wide hidden activations instead of
+        three; the same numbers up to float rounding."""
+        alpha = _QUICK_GELU_ALPHA
+        x2 = x.reshape(-1, x.shape[-1])  # (N, C): addmm wants matrices
+        h = torch.addmm(self.fc1.bias, x2, self.fc1.weight.t(), beta=alpha, alpha=alpha)  # (N, hidden): 1.702 fc1(x)
+        h = F.silu(h, inplace=not h.requires_grad)  # in place when no autograd graph needs h
+        y = torch.addmm(self.fc2.bias, h, self.fc2.weight.t(), alpha=1.0 / alpha)  # (N, C): fc2(h / 1.702)
+        return y.view(*x.shape[:-1], y.shape[-1])  # (..., C)
+
+
+def attention_at(attn: Attention, x: Tensor, index: Tensor, is_causal: bool = False) -> Tensor:
+    """Attention output at one position per row only: ``x`` (B, T, C), ``index`` (B,) -> (B, C).
+
+    Keys and values still come from every position, but the query (and everything after attention) is
+    computed for the selected token alone. CLIP reads each tower's output at a single token (the class
+    token, the end-of-text token), so its last layer needs nothing else. ``is_causal``: the selected token
+    sees only positions up to its own.
+    """
+    B, T, C = x.shape
+    H = attn.heads
+    w_q, w_kv = attn.qkv.weight.split([C, 2 * C])  # (C, C), (2C, C)
+    b_q, b_kv = attn.qkv.bias.split([C, 2 * C]) if attn.qkv.bias is not None else (None, None)
+    kv = F.linear(x, w_kv, b_kv).view(B, T, 2, H, C // H)  # (B, T, 2, H, D)
+    k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, H, T, D)
+    x_q = x[torch.arange(B, device=x.device), index]  # (B, C)
+    q = F.linear(x_q, w_q, b_q).view(B, H, 1, C // H)  # (B, H, 1, D): one query per row
+    mask = None
+    if is_causal:
+        mask = torch.arange(T, device=x.device) <= index[:, None]  # (B, T): keys up to the query's position
+        mask = mask[:, None, None, :]  # (B, 1, 1, T)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, 1, D)
+    return attn.out(y.reshape(B, C))  # (B, C)
+
+
+def block_at(block: Block, x: Tensor, index: Tensor, is_causal: bool = False) -> Tensor:
+    """The block's output at one position per row: ``x`` (B, T, C), ``index`` (B,) -> (B, C).
+
+    Equal to ``block(x)[arange(B), index]`` but computes the attention query and the MLP for that row only.
+    """
+    h = x[torch.arange(x.shape[0], device=x.device), index]  # (B, C)
+    h = h + attention_at(block.attn, block.norm1(x), index, is_causal=is_causal)  # (B, C)
+    return h + block.mlp(block.norm2(h))  # (B, C)

@@ -23,7 +23,7 @@ from mmcore.clip import (
     patchify,
     zero_shot_classifier,
 )
-from mmcore.transformer import Attention, Block, KVCache, Transformer, quick_gelu, quick_gelu_
+from mmcore.transformer import MLP, Attention, Block, FusedQuickGELUMLP, KVCache, Transformer, quick_gelu
 
 TOL = 1e-4  # max absolute difference allowed in the parity tests
 
@@ -110,15 +110,30 @@ def test_output_index_matches_full_forward(causal):
     torch.testing.assert_close(model(x, is_causal=causal, output_index=index), full, atol=1e-5, rtol=1e-5)
 
 
+def test_fused_quick_gelu_mlp_matches_the_plain_mlp_with_and_without_autograd():
+    torch.manual_seed(0)
+    plain, fused = MLP(16, 64, "quick_gelu").double(), FusedQuickGELUMLP(16, 64, "quick_gelu").double()
+    fused.load_state_dict(plain.state_dict())  # the same parameters, the same names
+    x = torch.randn(3, 5, 16, dtype=torch.float64)
+    expected = plain.fc2(plain.fc1(x) * torch.sigmoid(1.702 * plain.fc1(x)))  # the formula, written out
+    torch.testing.assert_close(plain(x), expected)
+    with torch.no_grad():  # the in-place path
+        torch.testing.assert_close(fused(x), expected)
+    xg = x.clone().requires_grad_()
+    fused(xg).sum().backward()
+    grad = xg.grad.clone()
+    xg.grad = None
+    plain(xg).sum().backward()
+    torch.testing.assert_close(grad, xg.grad)
+    assert isinstance(Block(16, 2, activation="quick_gelu").mlp, FusedQuickGELUMLP)
+    assert type(Block(16, 2, activation="gelu").mlp) is MLP
+
+
 def test_quick_gelu_formula_and_gradient():
     x = torch.randn(1000, dtype=torch.float64, requires_grad=True)
     expected = x * torch.sigmoid(1.702 * x)
     torch.testing.assert_close(quick_gelu(x), expected)
-    with torch.no_grad():  # the fast paths without autograd
-        torch.testing.assert_close(quick_gelu(x.detach()), expected.detach())
-        y = x.detach().clone()
-        assert quick_gelu_(y) is y
-        torch.testing.assert_close(y, expected.detach())
+    torch.testing.assert_close(quick_gelu(x), torch.nn.functional.silu(1.702 * x) / 1.702)  # the form the fast MLP uses
     quick_gelu(x).sum().backward()
     grad = x.grad.clone()
     x.grad = None
