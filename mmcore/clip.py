@@ -27,11 +27,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .images import OPENAI_MEAN, OPENAI_STD, normalize, to_tensor
 from .transformer import Transformer, init_transformer_
 from .weights import CHECKPOINT_DIR, DictConfig, download, load_checkpoint, read_state_dict, save_checkpoint
 
@@ -55,8 +55,8 @@ __all__ = [
     "load",
 ]
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # per-channel RGB mean of OpenAI's training images
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)  # per-channel RGB standard deviation
+# OPENAI_MEAN, OPENAI_STD (per-channel RGB mean and standard deviation of OpenAI's training images) live in
+# mmcore.images with every other pixel conversion; they are re-exported here, where OpenAI's clip package has them.
 
 # OpenAI's published checkpoints (TorchScript archives, float16). The SHA-256 of each file is the second-last
 # component of its URL.
@@ -401,9 +401,7 @@ def normalize_pixels(images: Tensor, size: int) -> Tensor:
     then OpenAI's mean and std. The tensor twin of :class:`Preprocess`, for images a model generated."""
     if images.shape[-1] != size or images.shape[-2] != size:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    mean = torch.tensor(OPENAI_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images - mean) / std
+    return normalize(images)  # (B, 3, size, size)
 
 
 class Preprocess:
@@ -419,6 +417,7 @@ class Preprocess:
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)  # (3, 1, 1)
 
     def __call__(self, image: Any) -> Tensor:
+        """One PIL image -> (3, size, size) float32, normalised."""
         from PIL import Image
 
         w, h = image.size
@@ -430,9 +429,7 @@ class Preprocess:
         left = int(round((new_w - self.size) / 2.0))
         top = int(round((new_h - self.size) / 2.0))
         image = image.crop((left, top, left + self.size, top + self.size)).convert("RGB")
-        x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # (S, S, 3)
-        x = x.permute(2, 0, 1).to(torch.float32).div_(255)  # (3, S, S) in [0, 1]
-        return (x - self.mean) / self.std
+        return normalize(to_tensor(image)[0], self.mean, self.std)  # (3, S, S)
 
     def __repr__(self) -> str:
         return f"Preprocess(size={self.size})"

@@ -41,7 +41,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -51,6 +50,7 @@ from . import get_device
 from . import vqgan as vqgan_module
 from .clip import normalize_pixels
 from .data import LANGS, pair_prompt
+from .images import to_pil
 from .sampling import RERANK_BY, PromptTooLongError, classifier_free_guidance, rerank_scores, sample_from_logits
 from .tokenizer import BPETokenizer, ContextLengthError
 from .transformer import KVCache, Transformer, init_transformer_
@@ -68,7 +68,6 @@ __all__ = [
     "clip_scores",
     "sample_pair_images",
     "rerank_images",
-    "to_pil",
     "available_models",
     "load",
 ]
@@ -182,14 +181,6 @@ def pad_after_end(tokens: Tensor, eot_token: int, pad_token: int) -> Tensor:
     is_end = (tokens == eot_token).int()  # (B, L)
     after = (is_end.cumsum(dim=1) - is_end) > 0  # (B, L): strictly after the first [end]
     return tokens.masked_fill(after, pad_token)
-
-
-def to_pil(images: Tensor) -> list[Any]:
-    """(N, 3, S, S) floats in [0, 1] -> N PIL RGB images."""
-    from PIL import Image
-
-    array = (images.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # (N, S, S, 3)
-    return [Image.fromarray(np.ascontiguousarray(a), "RGB") for a in array]
 
 
 @torch.no_grad()

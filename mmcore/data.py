@@ -50,13 +50,13 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from .images import ImageLoadError, load_image
+from .images import ImageLoadError, load_image, to_tensor
 
 __all__ = [
     "SHAPES", "COLORS", "SIZES", "POSITIONS", "COLOR_RGB", "RELATIONS", "HELDOUT", "SPLITS", "LANGS",
     "TRAIN_TEMPLATES", "BASE_TEMPLATES", "EVAL_TEMPLATES", "UNSEEN_PHRASINGS", "RELATION_TEMPLATES", "compositions", "sample_attributes", "render",
     "caption", "phrased_prompts", "pair_prompt", "seen_pairs", "NUM_COMBOS", "combo_index", "combo_attributes",
-    "render_images", "rendered_chunks", "frame_caption", "filler_words", "bn_genitive", "ShapesDataset", "caption_corpus", "Photo", "sample_photos", "load_image",
+    "render_images", "rendered_chunks", "dataset_images", "frame_caption", "filler_words", "bn_genitive", "ShapesDataset", "caption_corpus", "Photo", "sample_photos", "load_image",
     "ImageLoadError",
 ]
 
@@ -703,6 +703,13 @@ class ShapesDataset:
     def __repr__(self) -> str:
         return (f"ShapesDataset(split={self.split!r}, n={self.n}, image_size={self.image_size}, seed={self.seed}, "
                 f"lang={self.lang!r}, relation={self.relation})")
+
+
+def dataset_images(n: int = 1000, split: str = "test", seed: int = 2026, image_size: int = 32) -> Tensor:
+    """The pictures of ``ShapesDataset(split, n=n, image_size=image_size, seed=seed)`` as one float batch
+    (n, 3, S, S) in [0, 1]: a fixed evaluation set (the VQGAN's card uses 1,000 ``"test"`` pictures, seed 2026)."""
+    dataset = ShapesDataset(split, n=n, image_size=image_size, seed=seed)
+    return to_tensor([dataset[i][0] for i in range(n)])  # (n, 3, S, S)
 
 
 def caption_corpus(n: int = 20_000, seed: int = 0, langs: Sequence[str] = LANGS) -> list[str]:

@@ -64,12 +64,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from .clip import normalize_pixels
+from .images import to_pil, to_tensor
 from .vq import nearest_code, straight_through
 
 __all__ = [
@@ -294,19 +295,6 @@ def default_prior(device: str = "cpu") -> Any:
     return prior
 
 
-def _to_pil(image: Tensor) -> Image.Image:
-    """(3, H, W) in [0, 1] -> PIL RGB."""
-    array = (image.detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()  # (H, W, 3)
-    return Image.fromarray(array, "RGB")
-
-
-def _from_pil(image: Image.Image, size: int, device: torch.device) -> Tensor:
-    """PIL -> (1, 3, size, size) float in [0, 1]."""
-    image = image.convert("RGB").resize((size, size), Image.BICUBIC)
-    x = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).to(device) / 255.0  # (H, W, 3)
-    return x.permute(2, 0, 1)[None]  # (H, W, 3) -> (1, 3, H, W)
-
-
 def _background(size: int, device: torch.device) -> Tensor:
     """A plain light-grey image (1, 3, size, size), the colour family of the Shapes backgrounds."""
     return torch.full((1, 3, size, size), 0.9, device=device)
@@ -328,14 +316,7 @@ def random_render(seed: int, size: int, device: torch.device) -> Tensor:
     from .data import render, sample_attributes
 
     rng = random.Random(seed)
-    return _from_pil(render(sample_attributes(rng, "train"), size, rng), size, device)
-
-
-def _clip_normalizer(device: torch.device) -> tuple[Tensor, Tensor]:
-    from .clip import OPENAI_MEAN, OPENAI_STD
-
-    return (torch.tensor(OPENAI_MEAN, device=device).view(1, 3, 1, 1),
-            torch.tensor(OPENAI_STD, device=device).view(1, 3, 1, 1))
+    return to_tensor(render(sample_attributes(rng, "train"), size, rng), size).to(device)  # (1, 3, size, size)
 
 
 def _initial_latents(cfg: GuidedConfig, vqgan: Any, prior: Any, score: Any, seed: int, generator: torch.Generator,
@@ -352,7 +333,7 @@ def _initial_latents(cfg: GuidedConfig, vqgan: Any, prior: Any, score: Any, seed
         best = score(images).argsort()[:R]  # (R,) lowest prompt loss first
         return codebook[codes[best]].permute(0, 3, 1, 2)  # (R, h, w, D) -> (R, D, h, w)
     if init_image is not None:
-        z0 = vqgan.encode_continuous(_from_pil(init_image, size, device)).expand(R, -1, -1, -1)
+        z0 = vqgan.encode_continuous(to_tensor(init_image, size).to(device)).expand(R, -1, -1, -1)
     elif cfg.init == "render":
         z0 = torch.cat([vqgan.encode_continuous(random_render(seed + 1000 * r, size, device)) for r in range(R)])
     elif cfg.init == "background":
@@ -407,7 +388,6 @@ def generate(prompt: str, clip: Any = None, vqgan: Any = None, steps: int | None
         prior = default_prior(str(device))
     clip_size = clip.cfg.image_size
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    mean, std = _clip_normalizer(device)
     R = cfg.starts
 
     start = time.perf_counter()
@@ -419,9 +399,7 @@ def generate(prompt: str, clip: Any = None, vqgan: Any = None, steps: int | None
 
     def embed(images: Tensor) -> Tensor:
         """(N, 3, S, S) in [0, 1] -> normalised CLIP embeddings (N, E)."""
-        if images.shape[-1] != clip_size:
-            images = F.interpolate(images, size=(clip_size, clip_size), mode="bilinear", align_corners=False)
-        return clip.encode_image((images - mean) / std, normalize=True)
+        return clip.encode_image(normalize_pixels(images, clip_size), normalize=True)
 
     def prompt_loss(images: Tensor) -> Tensor:
         """(N, 3, S, S) -> (N,): the weighted spherical distance of each image to the prompts (lower is better)."""
@@ -458,7 +436,7 @@ def generate(prompt: str, clip: Any = None, vqgan: Any = None, steps: int | None
         losses.append(loss.item() / R)
         if cfg.frame_every and step % cfg.frame_every == 0:
             for r in range(R):
-                frames[r].append(_to_pil(image[r]))
+                frames[r].append(to_pil(image[r]))
 
     with torch.no_grad():
         final = quantize_st(z, codebook)[1]  # (R, h, w)
@@ -481,8 +459,8 @@ def generate(prompt: str, clip: Any = None, vqgan: Any = None, steps: int | None
         positive = weights.clamp(min=0)
         clip_score = float((cos * positive).sum() / positive.sum())
     chosen_start = choice % R
-    image = _to_pil(images[choice])
+    image = to_pil(images[choice])
     return GuidedResult(image, frames[chosen_start] + [image], losses, clip_score, codes[choice].cpu(), prompts,
                         time.perf_counter() - start, cfg,
                         None if log_likelihood is None else float(log_likelihood[choice]),
-                        chosen_start, int(steps_of[choice]), _to_pil(init_images[chosen_start]))
+                        chosen_start, int(steps_of[choice]), to_pil(init_images[chosen_start]))

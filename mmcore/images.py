@@ -1,10 +1,22 @@
-"""Robust image loading: any ordinary image file a student has becomes an RGB ``PIL.Image``.
+"""Images in and out: robust loading, every PIL <-> tensor conversion, and CLIP's normalisation (one home).
 
-Photos from phones, screenshots, scans and web downloads come in many forms: rotated by an EXIF tag,
+**Loading.** Photos from phones, screenshots, scans and web downloads come in many forms: rotated by an EXIF tag,
 with transparency, palette-based, grayscale, 16-bit, CMYK, animated. ``load_image`` turns each of them into a
 fully loaded, upright, 8-bit RGB image, and turns every failure (missing, empty, corrupt, truncated, not an
 image, absurdly large) into one exception, :class:`ImageLoadError`, whose message names the file, the reason
 and what to do about it.
+
+**Converting.** The models work on float tensors; people look at PIL images. Every module and lesson converts
+with these small pure functions, so the rounding and the resampling are the same everywhere:
+
+* :func:`to_tensor` - PIL image(s) -> a batch (N, 3, S, S) float32 in [0, 1] (optionally resized, bicubic by
+  default);
+* :func:`to_pil` - a float tensor in [0, 1] -> PIL RGB image(s): (N, 3, H, W) gives a list of N images,
+  (3, H, W) gives one image (values clamped to [0, 1], then rounded to the nearest of 0..255);
+* :func:`normalize` - CLIP's input normalisation, ``(x - mean) / std`` per channel with OpenAI's
+  :data:`OPENAI_MEAN` and :data:`OPENAI_STD` (:mod:`mmcore.clip` re-exports them).
+
+For 8-bit images the round trip is exact: ``to_pil(to_tensor(image))[0]`` has the same pixels as ``image``.
 """
 from __future__ import annotations
 
@@ -13,16 +25,24 @@ import os
 import struct
 import warnings
 from contextlib import contextmanager
-from typing import BinaryIO, Iterator, Union
+from typing import BinaryIO, Iterator, Sequence, Union
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
 
-__all__ = ["ImageLoadError", "load_image", "DEFAULT_MAX_PIXELS"]
+__all__ = ["ImageLoadError", "load_image", "DEFAULT_MAX_PIXELS", "OPENAI_MEAN", "OPENAI_STD", "to_tensor", "to_pil",
+           "normalize"]
 
 #: The largest image (width x height) ``load_image`` accepts by default: PIL's own default limit, about
 #: 89.5 megapixels (a 9,459 x 9,459 image). Larger files are refused as possible decompression bombs.
 DEFAULT_MAX_PIXELS = 89_478_485
+
+#: Per-channel RGB mean and standard deviation of OpenAI's CLIP training images: every CLIP input (OpenAI's
+#: weights and the course's tiny models alike) is normalised with them (:func:`normalize`).
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]
 
@@ -184,3 +204,85 @@ def _to_uint8(image: Image.Image) -> np.ndarray:
     else:
         scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------- PIL <-> tensor
+
+
+def to_tensor(images: Image.Image | Sequence[Image.Image], size: int | None = None,
+              resample: int = Image.Resampling.BICUBIC) -> Tensor:
+    """PIL image(s) -> one batch (N, 3, S, S) float32 in [0, 1]; a single image gives a batch of one (N = 1).
+
+    Each image is converted to RGB first (grayscale, palette, RGBA, CMYK, ...: PIL's ``convert("RGB")``; use
+    :func:`load_image` for files with transparency or an EXIF rotation), then, if ``size`` is given and the image
+    is not already ``size`` x ``size``, resized to that square with ``resample`` (PIL's bicubic filter by default,
+    as OpenAI's CLIP preprocessing; pass ``Image.Resampling.BILINEAR`` for bilinear). Without ``size`` all images
+    must have the same size. Pixel value ``v`` (0..255) becomes ``v / 255`` exactly as float32 computes it.
+    The result is contiguous (``.contiguous(memory_format=torch.channels_last)`` gives the layout convolutions on
+    the CPU prefer).
+
+    Raises ``ValueError`` for an empty list or images of different sizes without ``size``, ``TypeError`` for an
+    item that is not a PIL image.
+    """
+    if isinstance(images, Image.Image):
+        images = [images]
+    if isinstance(images, (Tensor, np.ndarray)):
+        raise TypeError(f"to_tensor converts PIL images; got a {type(images).__name__} (a tensor or an array "
+                        "already holds pixels)")
+    images = list(images)
+    if not images:
+        raise ValueError("to_tensor needs at least one image; got an empty list")
+    arrays = []
+    for i, image in enumerate(images):
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"item {i} is a {type(image).__name__}; to_tensor converts PIL images")
+        image = image.convert("RGB")
+        if size is not None and image.size != (size, size):
+            image = image.resize((size, size), resample)
+        arrays.append(np.asarray(image, dtype=np.uint8))  # (H, W, 3)
+    sizes = sorted({a.shape[1::-1] for a in arrays})  # (W, H) as PIL names them
+    if len(sizes) > 1:
+        raise ValueError(f"images of different sizes {', '.join(f'{w}x{h}' for w, h in sizes)}: pass size=... to "
+                         "resize them all to one square")
+    pixels = torch.from_numpy(np.stack(arrays))  # (N, S, S, 3) uint8
+    return pixels.permute(0, 3, 1, 2).contiguous().float().div_(255)  # (N, S, S, 3) -> (N, 3, S, S) in [0, 1]
+
+
+def to_pil(images: Tensor) -> Image.Image | list[Image.Image]:
+    """A float tensor in [0, 1] -> PIL RGB image(s). The output follows the input's rank:
+    a batch (N, 3, H, W) gives a list of N images (even for N = 1), one image (3, H, W) gives one image.
+
+    Values are clamped to [0, 1], scaled by 255 and rounded to the nearest integer (halves to even, as
+    ``torch.round``); any float dtype and device is accepted (computed in float32 on the tensor's device).
+    Raises ``ValueError`` for another shape or channel count, ``TypeError`` for an integer tensor.
+    """
+    if not isinstance(images, Tensor):
+        raise TypeError(f"to_pil converts a float tensor (N, 3, H, W) or (3, H, W); got a {type(images).__name__}")
+    _check_rgb(images, "to_pil")
+    if not images.is_floating_point():
+        raise TypeError(f"to_pil expects floats in [0, 1]; got dtype {images.dtype} (divide 8-bit pixels by 255)")
+    batch = images if images.ndim == 4 else images[None]  # (N, 3, H, W)
+    pixels = (batch.detach().float().clamp(0, 1) * 255).round().byte()  # (N, 3, H, W) uint8
+    array = pixels.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, 3)
+    pil = [Image.fromarray(np.ascontiguousarray(a), "RGB") for a in array]
+    return pil if images.ndim == 4 else pil[0]
+
+
+def normalize(images: Tensor, mean: Sequence[float] | Tensor = OPENAI_MEAN,
+              std: Sequence[float] | Tensor = OPENAI_STD) -> Tensor:
+    """CLIP's input normalisation: ``(images - mean) / std`` per RGB channel, same shape.
+
+    ``images`` (N, 3, H, W) or (3, H, W) float in [0, 1]; ``mean`` and ``std`` default to OpenAI's (override
+    them, e.g. ``(0.5,) * 3``, for a model trained that way). They are taken in the images' dtype and device.
+    """
+    _check_rgb(images, "normalize")
+    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).reshape(-1, 1, 1)  # (3, 1, 1)
+    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).reshape(-1, 1, 1)  # (3, 1, 1)
+    return (images - mean) / std
+
+
+def _check_rgb(images: Tensor, name: str) -> None:
+    """Raise a clear ``ValueError`` unless ``images`` is (N, 3, H, W) or (3, H, W)."""
+    if images.ndim not in (3, 4) or images.shape[-3] != 3:
+        raise ValueError(f"{name} expects (N, 3, H, W) or (3, H, W) with 3 (RGB) channels; got shape "
+                         f"{tuple(images.shape)}")

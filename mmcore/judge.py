@@ -51,13 +51,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
 from .data import COLOR_RGB, COLORS, POSITIONS, SHAPES, SIZES, render
+from .images import to_tensor
 from .lang import word
 from .weights import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
 
@@ -145,8 +145,9 @@ class CleanThresholds:
 def to_batch(images: Sequence[Image.Image] | Tensor, image_size: int = 32) -> Tensor:
     """PIL images or a float batch (B, 3, H, W) in [0, 1] -> (B, 3, S, S) float32 in [0, 1] at ``image_size``.
 
-    Other sizes are resized with bilinear antialiasing (PIL's resampling for PIL images). Clear errors for
-    an empty list, a wrong channel count, or values far outside [0, 1] (a normalised tensor, say).
+    Other sizes are resized with bilinear antialiasing (PIL's bilinear resampling for PIL images, through
+    :func:`mmcore.images.to_tensor`). The judge's checked entry point: clear errors for an empty list, an item
+    that is not a PIL image, a wrong channel count, or values far outside [0, 1] (a normalised tensor, say).
     """
     if isinstance(images, Tensor):
         if images.ndim == 3:
@@ -171,16 +172,10 @@ def to_batch(images: Sequence[Image.Image] | Tensor, image_size: int = 32) -> Te
     images = list(images)
     if not images:
         raise ValueError("no images to judge (empty list)")
-    arrays = []
     for i, image in enumerate(images):
         if not isinstance(image, Image.Image):
             raise TypeError(f"item {i} is a {type(image).__name__}; expected PIL images or a float tensor (B, 3, H, W)")
-        image = image.convert("RGB")
-        if image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.BILINEAR)
-        arrays.append(np.asarray(image, dtype=np.uint8))
-    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (B, 3, S, S) uint8
-    return batch.float().div_(255).contiguous()
+    return to_tensor(images, image_size, resample=Image.Resampling.BILINEAR)  # (B, 3, S, S)
 
 
 # -------------------------------------------------------------------------------------------------- the CNN

@@ -50,11 +50,12 @@ from torch import Tensor, nn
 from . import get_device, quick_mode, set_seed
 from .clip import CLIP, CLIPConfig, clip_loss
 from .data import BASE_TEMPLATES, LANGS, TRAIN_TEMPLATES, caption, frame_caption, render, sample_attributes
+from .images import normalize, to_tensor
 from .tokenizer import COURSE_DIR, BPETokenizer
 from .training import (SPEED_MARK, add_config_arguments, autocast, budget_steps, config_from_args, cosine_schedule,
                        cpu_threads, default_threads, parameter_groups, print_summary, progress_bar, run_card, warmup_for)
 from .weights import load_checkpoint, resolve_checkpoint, sha256_file
-from .zeroshot import eval_set, evaluate_zero_shot, images_to_tensor, text_to_image_recall
+from .zeroshot import eval_set, evaluate_zero_shot, text_to_image_recall
 
 __all__ = [
     "TrainConfig",
@@ -450,7 +451,7 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
 
         pil, captions = shapes_batch(cfg.seed, step, my_slice, model.cfg.image_size, cfg.langs, cfg.templates,
                                      cfg.frame_prob)
-        images = images_to_tensor(pil, model.cfg.image_size).to(device)  # (b, 3, S, S)
+        images = normalize(to_tensor(pil, model.cfg.image_size)).to(device)  # (b, 3, S, S), as Preprocess makes them
         tokens = tokenizer(captions).to(device)  # (b, T)
         loss, scale = train_step(net, optimizer, images, tokens, cfg.grad_clip)
         step += 1

@@ -21,7 +21,7 @@ Use it from Python (``train_vqgan(VQGANTrainConfig(steps=300))``) or from the co
 
 The shipped ``data/checkpoints/shapes-vqgan.safetensors`` came from the command in its card
 (``data/checkpoints/shapes-vqgan.md``). At the end the run measures reconstruction PSNR and codebook usage on
-1,000 ``"test"`` images (:func:`evaluate_vqgan`) and stores them in the checkpoint's card. Under
+1,000 ``"test"`` images (:func:`mmcore.vqgan.evaluate_vqgan`) and stores them in the checkpoint's card. Under
 ``MMCORE_QUICK=1`` only a few steps run (:meth:`VQGANTrainConfig.quick`).
 """
 from __future__ import annotations
@@ -33,28 +33,24 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from . import get_device, quick_mode, set_seed
-from .data import ShapesDataset, render, sample_attributes
+from .data import dataset_images, render, sample_attributes
+from .images import to_tensor
 from .training import (SPEED_MARK, add_config_arguments, autocast, budget_steps, config_from_args, cosine_schedule,
                        cpu_threads, default_threads, print_summary, progress_bar, run_card, warmup_for)
-from .vq import code_histogram, perplexity
-from .vqgan import VQGAN, VQGANConfig
-from .vqgan_losses import generator_loss, hinge_d_loss, psnr
+from .vqgan import VQGAN, VQGANConfig, evaluate_vqgan
+from .vqgan_losses import generator_loss, hinge_d_loss
 
 __all__ = [
     "VQGANTrainConfig",
     "VQGANHistory",
     "VQGANTrainResult",
-    "images_to_unit_tensor",
     "train_images",
-    "test_images",
-    "evaluate_vqgan",
     "train_vqgan",
     "main",
 ]
@@ -135,54 +131,14 @@ class VQGANTrainResult(NamedTuple):
 # ------------------------------------------------------------------------------------------------------ data
 
 
-def images_to_unit_tensor(images: Sequence[Any]) -> Tensor:
-    """PIL RGB images (all the same size) -> float tensor (N, 3, S, S) in [0, 1] (what VQGAN expects)."""
-    array = np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in images])  # (N, S, S, 3)
-    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, S, S)
-
-
 def train_images(seed: int, step: int, batch_size: int, image_size: int = 32) -> Tensor:
-    """The training images of step ``step``: (batch_size, 3, S, S) in [0, 1], fresh "train"-split renders."""
+    """The training images of step ``step``: (batch_size, 3, S, S) in [0, 1] (channels-last), fresh "train"-split
+    renders."""
     images = []
     for i in range(batch_size):
         rng = random.Random(f"vqgan:{seed}:{step}:{i}")
         images.append(render(sample_attributes(rng, "train"), image_size, rng))
-    return images_to_unit_tensor(images)
-
-
-def test_images(n: int = 1000, split: str = "test", seed: int = 2026, image_size: int = 32) -> Tensor:
-    """``n`` fixed evaluation images (n, 3, S, S) in [0, 1]: :class:`mmcore.data.ShapesDataset` of that split."""
-    dataset = ShapesDataset(split, n=n, image_size=image_size, seed=seed)
-    return images_to_unit_tensor([dataset[i][0] for i in range(n)])
-
-
-@torch.no_grad()
-def evaluate_vqgan(model: VQGAN, images: Tensor | None = None, n: int = 1000, split: str = "test",
-                   seed: int = 2026, batch_size: int = 250) -> dict[str, float]:
-    """Reconstruction PSNR (dB, mean over images) and codebook statistics over a set of images.
-
-    ``images`` (N, 3, S, S) in [0, 1], or ``n`` images of ``split`` (:func:`test_images`). Returns ``psnr``,
-    ``l1``, ``usage`` (fraction of the codebook used at least once over all images), ``perplexity``.
-    The model is put in eval mode (and left there).
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    if images is None:
-        images = test_images(n, split, seed, model.cfg.image_size)
-    psnrs, l1, counts = [], 0.0, torch.zeros(model.cfg.num_codes, device=device)
-    for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size].to(device)  # (b, 3, S, S)
-        z_q, indices = model.encode(x)
-        x_hat = model.decode(z_q)  # (b, 3, S, S) in [0, 1]
-        psnrs.append(psnr(x, x_hat, reduction="none"))
-        l1 += (x - x_hat).abs().mean(dim=(1, 2, 3)).sum().item()
-        counts += code_histogram(indices, model.cfg.num_codes)
-    return {
-        "psnr": torch.cat(psnrs).mean().item(),
-        "l1": l1 / len(images),
-        "usage": (counts > 0).float().mean().item(),
-        "perplexity": perplexity(counts).item(),
-    }
+    return to_tensor(images).contiguous(memory_format=torch.channels_last)  # (batch_size, 3, S, S)
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -215,7 +171,7 @@ def _train_vqgan(cfg: VQGANTrainConfig, model: VQGAN | None, command: str | None
     model = model.to(memory_format=memory_format)
     opt_g = torch.optim.Adam(list(model.generator_parameters()), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
-    eval_set = test_images(cfg.eval_images, "test", 1234, model.cfg.image_size) if cfg.eval_every else None
+    eval_set = dataset_images(cfg.eval_images, "test", 1234, model.cfg.image_size) if cfg.eval_every else None
 
     history = VQGANHistory()
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None

@@ -48,9 +48,9 @@ from . import clip as clip_module
 from . import get_device
 from . import vqgan as vqgan_module
 from .clip import Preprocess, normalize_pixels
-from .dalle import to_pil
 from .data import LANGS, pair_prompt
 from .diffusion import add_noise, ddim_step, time_grid, timestep_embedding
+from .images import to_pil
 from .sampling import PromptTooLongError, classifier_free_guidance
 from .tokenizer import ContextLengthError
 from .transformer import Transformer, init_transformer_

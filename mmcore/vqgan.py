@@ -37,11 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .vq import Quantized, VectorQuantizer
+from .data import dataset_images
+from .vq import Quantized, VectorQuantizer, code_histogram, perplexity
+from .vqgan_losses import psnr
 from .weights import CHECKPOINT_DIR, DictConfig, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "VQGANConfig",
+    "evaluate_vqgan",
     "ResBlock",
     "AttentionBlock",
     "Encoder",
@@ -244,7 +247,7 @@ def check_images(x: Any, factor: int = 1, in_channels: int = 3) -> Tensor:
     """Raise a clear error unless ``x`` is a float tensor (B, C, H, W) in [0, 1] with sides a multiple of ``factor``."""
     if not isinstance(x, Tensor):
         raise TypeError(f"expected a float tensor (B, {in_channels}, H, W) in [0, 1]; got {type(x).__name__} "
-                        "(convert PIL images with torchvision's to_tensor or mmcore.train_vqgan.images_to_unit_tensor)")
+                        "(convert PIL images with mmcore.images.to_tensor)")
     if x.ndim == 3:
         raise ValueError(f"expected a batch (B, {in_channels}, H, W); got one image {tuple(x.shape)}: use x[None]")
     if x.ndim != 4 or x.shape[1] != in_channels:
@@ -354,6 +357,40 @@ class VQGAN(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------- loading
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def evaluate_vqgan(model: VQGAN, images: Tensor | None = None, n: int = 1000, split: str = "test",
+                   seed: int = 2026, batch_size: int = 250) -> dict[str, float]:
+    """Reconstruction PSNR (dB, mean over images) and codebook statistics over a set of images.
+
+    ``images`` (N, 3, S, S) in [0, 1], or ``n`` images of ``split`` (:func:`mmcore.data.dataset_images`). Returns ``psnr``,
+    ``l1``, ``usage`` (fraction of the codebook used at least once over all images), ``perplexity``.
+    The model is put in eval mode (and left there).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    if images is None:
+        images = dataset_images(n, split, seed, model.cfg.image_size)
+    # channels-last, the layout the shipped checkpoints' numbers were measured with (convolutions round differently)
+    images = images.contiguous(memory_format=torch.channels_last)  # (N, 3, S, S)
+    psnrs, l1, counts = [], 0.0, torch.zeros(model.cfg.num_codes, device=device)
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size].to(device)  # (b, 3, S, S)
+        z_q, indices = model.encode(x)
+        x_hat = model.decode(z_q)  # (b, 3, S, S) in [0, 1]
+        psnrs.append(psnr(x, x_hat, reduction="none"))
+        l1 += (x - x_hat).abs().mean(dim=(1, 2, 3)).sum().item()
+        counts += code_histogram(indices, model.cfg.num_codes)
+    return {
+        "psnr": torch.cat(psnrs).mean().item(),
+        "l1": l1 / len(images),
+        "usage": (counts > 0).float().mean().item(),
+        "perplexity": perplexity(counts).item(),
+    }
 
 
 def available_models() -> list[str]:

@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .clip import CLIP, Preprocess, zero_shot_classifier
+from .clip import CLIP, zero_shot_classifier
 from .data import COLORS, EVAL_TEMPLATES, LANGS, POSITIONS, SHAPES, SIZES, UNSEEN_PHRASINGS, caption, render, sample_attributes
+from .images import normalize, to_tensor
 from .search import distinct_attributes, recall_at_k, relevant_items
 
 __all__ = [
     "CLASSES",
     "eval_set",
-    "images_to_tensor",
     "class_prompts",
     "shapes_classifier",
     "zero_shot_accuracy",
@@ -49,12 +49,6 @@ __all__ = [
 CLASSES: list[tuple[str, str]] = list(itertools.product(SHAPES, COLORS))
 
 
-def images_to_tensor(images: Sequence, image_size: int) -> Tensor:
-    """PIL images -> one normalised batch (N, 3, S, S), exactly as :func:`mmcore.clip.load`'s preprocess does."""
-    preprocess = Preprocess(image_size)
-    return torch.stack([preprocess(image) for image in images])  # (N, 3, S, S)
-
-
 def eval_set(split: str = "heldout", n: int = 600, seed: int = 1234, image_size: int = 32) -> tuple[Tensor, list[dict[str, str]]]:
     """A fixed evaluation set: ``(images (N, 3, S, S) normalised, attributes)``, a pure function of the arguments.
 
@@ -64,7 +58,7 @@ def eval_set(split: str = "heldout", n: int = 600, seed: int = 1234, image_size:
     rng = random.Random(f"eval:{split}:{seed}")
     attributes = [sample_attributes(rng, split) for _ in range(n)]
     pil = [render(attrs, image_size, random.Random(f"eval:{split}:{seed}:{i}")) for i, attrs in enumerate(attributes)]
-    return images_to_tensor(pil, image_size), attributes
+    return normalize(to_tensor(pil, image_size)), attributes  # (N, 3, S, S) as mmcore.clip.Preprocess makes them
 
 
 def class_prompts(shape: str, color: str, lang: str = "en", templates: Sequence[str] | None = None) -> list[list[str]]:

@@ -1,4 +1,5 @@
-"""Tests for robust image loading (mmcore.images.load_image): every file is built here, in tmp_path."""
+"""Tests for mmcore.images: robust loading (every file is built here, in tmp_path), the PIL <-> tensor conversions
+and CLIP's normalisation."""
 from __future__ import annotations
 
 import io
@@ -6,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, features
 
 from mmcore import images
-from mmcore.images import ImageLoadError, load_image
+from mmcore.images import OPENAI_MEAN, OPENAI_STD, ImageLoadError, load_image, normalize, to_pil, to_tensor
 
 RED, BLUE, WHITE, GREY = (220, 20, 20), (20, 20, 220), (255, 255, 255), (128, 128, 128)
 
@@ -265,3 +267,108 @@ def test_no_file_handle_is_left_open(tmp_path, monkeypatch):
     with pytest.raises(ImageLoadError):
         load_image(bad)
     assert opened and all(handle.closed for handle in opened)
+
+
+# --------------------------------------------------------------------------------------------------------
+# PIL <-> tensor, and CLIP's normalisation
+# --------------------------------------------------------------------------------------------------------
+
+
+def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def test_to_tensor_shapes_values_and_layout():
+    image = noise_image(5, 3)
+    x = to_tensor(image)  # one image: a batch of one
+    assert x.shape == (1, 3, 3, 5) and x.dtype == torch.float32 and x.is_contiguous()
+    expected = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)  # (3, H, W)
+    assert torch.equal(x[0], expected)
+    batch = to_tensor([noise_image(4, 4, seed) for seed in range(3)])
+    assert batch.shape == (3, 3, 4, 4) and 0 <= batch.min() and batch.max() <= 1
+    assert torch.equal(to_tensor(iter([image, image])), torch.cat([x, x]))  # any iterable of images
+
+
+def test_to_tensor_converts_modes_and_resizes_with_the_chosen_filter():
+    grey, rgba = Image.new("L", (6, 6), 128), Image.new("RGBA", (6, 6), (255, 0, 0, 255))
+    x = to_tensor([grey, rgba])
+    assert torch.equal(x[0], torch.full((3, 6, 6), 128 / 255)) and torch.equal(x[1, 0], torch.ones(6, 6))
+    image = noise_image(40, 24)
+    for resample in (Image.Resampling.BICUBIC, Image.Resampling.BILINEAR):
+        by_pil = np.asarray(image.resize((16, 16), resample), dtype=np.float32) / 255
+        kwargs = {} if resample == Image.Resampling.BICUBIC else {"resample": resample}  # bicubic is the default
+        assert torch.equal(to_tensor(image, 16, **kwargs)[0], torch.from_numpy(by_pil).permute(2, 0, 1))
+    assert torch.equal(to_tensor(image.resize((16, 16)), 16), to_tensor(image.resize((16, 16))))  # right size: kept
+    assert to_tensor([noise_image(8, 8), noise_image(10, 6)], size=4).shape == (2, 3, 4, 4)
+
+
+def test_round_trip_is_exact_for_8_bit_images():
+    pictures = [noise_image(7, 5, seed) for seed in range(4)]
+    back = to_pil(to_tensor(pictures))
+    assert isinstance(back, list) and len(back) == 4
+    for picture, again in zip(pictures, back):
+        assert again.mode == "RGB" and again.size == (7, 5)
+        assert np.array_equal(np.asarray(again), np.asarray(picture))
+    every_value = Image.fromarray(np.arange(256 * 3, dtype=np.uint16).reshape(16, 16, 3).astype(np.uint8))
+    assert np.array_equal(np.asarray(to_pil(to_tensor(every_value)[0])), np.asarray(every_value))
+
+
+def test_to_pil_follows_the_input_rank_and_clamps_and_rounds():
+    x = torch.tensor([-0.5, 0.0, 0.5 / 255, 1.5 / 255, 0.5, 1.0, 1.5]).view(1, 7).expand(3, 7)  # (3, 1, 7)
+    one = to_pil(x[:, None])
+    assert isinstance(one, Image.Image) and one.size == (7, 1)
+    assert np.asarray(one)[0, :, 0].tolist() == [0, 0, 0, 2, 128, 255, 255]  # round half to even: 0.5 -> 0, 1.5 -> 2
+    listed = to_pil(x[None, :, None])  # a batch of one is still a list
+    assert isinstance(listed, list) and len(listed) == 1 and np.array_equal(np.asarray(listed[0]), np.asarray(one))
+    half = x[:, None].half()  # any float dtype, computed in float32
+    assert np.array_equal(np.asarray(to_pil(half)), np.asarray(to_pil(half.float())))
+
+
+def test_normalize_uses_openais_constants():
+    assert OPENAI_MEAN == (0.48145466, 0.4578275, 0.40821073)
+    assert OPENAI_STD == (0.26862954, 0.26130258, 0.27577711)
+    from mmcore import clip
+
+    assert clip.OPENAI_MEAN is OPENAI_MEAN and clip.OPENAI_STD is OPENAI_STD  # one home, re-exported
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))  # (N, 3, H, W)
+    mean, std = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1), torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
+    assert torch.equal(normalize(x), (x - mean) / std)
+    assert torch.equal(normalize(x[0]), ((x - mean) / std)[0])  # one image (3, H, W)
+    assert torch.allclose(normalize(mean.expand(1, 3, 2, 2)), torch.zeros(1, 3, 2, 2), atol=1e-7)
+    assert torch.equal(normalize(x, (0.5,) * 3, (0.5,) * 3), (x - 0.5) / 0.5)
+    assert normalize(x.double()).dtype == torch.float64
+
+
+def test_to_tensor_and_normalize_are_clips_preprocess_for_square_images():
+    from mmcore.clip import Preprocess
+
+    pictures = [noise_image(32, 32, seed) for seed in range(3)]
+    assert torch.equal(normalize(to_tensor(pictures, 32)), torch.stack([Preprocess(32)(p) for p in pictures]))
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    ([], ValueError, "empty list"),
+    ([Image.new("RGB", (4, 4)), Image.new("RGB", (5, 4))], ValueError, "different sizes 4x4, 5x4.*size="),
+    ([Image.new("RGB", (4, 4)), "cat.png"], TypeError, "item 1 is a str"),
+    (torch.rand(1, 3, 4, 4), TypeError, "tensor"),
+    (np.zeros((4, 4, 3), dtype=np.uint8), TypeError, "ndarray"),
+])
+def test_to_tensor_errors(bad, error, message):
+    with pytest.raises(error, match=message):
+        to_tensor(bad)
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (torch.rand(1, 4, 4, 4), ValueError, r"3 \(RGB\) channels; got shape \(1, 4, 4, 4\)"),
+    (torch.rand(4, 4), ValueError, "got shape"),
+    (torch.zeros(1, 3, 4, 4, dtype=torch.uint8), TypeError, "divide 8-bit pixels by 255"),
+    (Image.new("RGB", (4, 4)), TypeError, "float tensor"),
+])
+def test_to_pil_errors(bad, error, message):
+    with pytest.raises(error, match=message):
+        to_pil(bad)
+
+
+def test_normalize_refuses_other_channel_counts():
+    with pytest.raises(ValueError, match=r"3 \(RGB\) channels; got shape \(2, 1, 4, 4\)"):
+        normalize(torch.rand(2, 1, 4, 4))

@@ -20,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from mmcore import search
+from mmcore.images import to_tensor
 from mmcore.search import (ImageIndex, SearchResult, build_index, cosine_topk, model_fingerprint, recall_at_k,
                            query_language, relevant_items, search_results)
 
@@ -57,8 +58,7 @@ def tokenize(texts: list[str], truncate: bool = False) -> torch.Tensor:
 
 def preprocess(image: Image.Image) -> torch.Tensor:
     """PIL image -> (3, 8, 8) float tensor in [0, 1]."""
-    array = np.asarray(image.convert("RGB").resize((8, 8)), dtype=np.float32) / 255
-    return torch.from_numpy(array).permute(2, 0, 1)
+    return to_tensor(image, 8)[0]
 
 
 def solid(rgb: tuple[int, int, int], size: int = 16) -> Image.Image:

@@ -33,13 +33,13 @@ from mmcore.train import (
     tokenizer_card_path,
     train_clip,
 )
+from mmcore.images import normalize, to_tensor
 from mmcore.training import (budget_steps, cosine_schedule, cpu_threads, decays, default_threads, parameter_groups,
                              warmup_for)
 from mmcore.zeroshot import (
     CLASSES,
     class_prompts,
     eval_set,
-    images_to_tensor,
     text_to_image_recall,
     zero_shot_accuracy,
 )
@@ -189,7 +189,7 @@ def test_fine_tune_with_a_frozen_image_tower_records_its_base(tmp_path):
 def test_contrastive_loss_matches_clip_forward(tokenizer):
     model = _tiny(tokenizer)
     images, captions = shapes_batch(0, 0, range(8))
-    x, t = images_to_tensor(images, 32), tokenizer(captions)
+    x, t = normalize(to_tensor(images, 32)), tokenizer(captions)
     expected = clip_loss(*model(x, t))
     got = contrastive_loss(model.encode_image(x, normalize=True), model.encode_text(t, normalize=True),
                            model.temperature_scale())

@@ -224,7 +224,7 @@ def test_prior_embeddings_keep_the_candidate_closest_to_the_text(model):
 
 def test_image_embeddings_pil_and_tensor_agree(model):
     result = model.sample("a red circle", n=2, seed=0)
-    from mmcore.dalle import to_pil
+    from mmcore.images import to_pil
 
     from_pil = model.image_embeddings(to_pil(result.images))
     from_tensor = model.image_embeddings(result.images)

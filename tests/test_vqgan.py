@@ -7,22 +7,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 import mmcore.vqgan
-from mmcore.train_vqgan import (
-    VQGANTrainConfig,
-    evaluate_vqgan,
-    images_to_unit_tensor,
-    main,
-    test_images as make_test_images,
-    train_images,
-    train_vqgan,
-)
+from mmcore.images import to_tensor
+from mmcore.data import dataset_images as make_test_images
+from mmcore.train_vqgan import VQGANTrainConfig, main, train_images, train_vqgan
+from mmcore.vqgan import evaluate_vqgan
 from mmcore.vqgan import VQGAN, Encoded, PatchDiscriminator, VQGANConfig, VQGANOutput, check_images
 from mmcore.vqgan_losses import (
     adaptive_weight,
@@ -173,7 +167,7 @@ def test_data_helpers():
     assert make_test_images(3).shape == (3, 3, 32, 32)
     from PIL import Image
 
-    assert torch.equal(images_to_unit_tensor([Image.new("RGB", (2, 2), (255, 0, 0))])[0, :, 0, 0], torch.tensor([1.0, 0, 0]))
+    assert torch.equal(to_tensor([Image.new("RGB", (2, 2), (255, 0, 0))])[0, :, 0, 0], torch.tensor([1.0, 0, 0]))
 
 
 def test_a_few_steps_lower_the_reconstruction_loss():

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mmcore import data, plot, widgets
+from mmcore.images import to_tensor
 from mmcore.search import build_index
 from mmcore.train import TrainHistory
 
@@ -38,7 +39,7 @@ def tokenize(texts, **_):
 
 
 def preprocess(image):
-    return torch.from_numpy(__import__("numpy").asarray(image.convert("RGB"), dtype="float32") / 255).permute(2, 0, 1)
+    return to_tensor(image)[0]  # (3, H, W) in [0, 1]
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 import torch  # noqa: E402
 
 from mmcore.clip import CLIP, CLIPConfig  # noqa: E402
+from mmcore.images import normalize, to_tensor  # noqa: E402
 from mmcore.tokenizer import BPETokenizer  # noqa: E402
 from mmcore.train import contrastive_loss, shapes_batch  # noqa: E402
 from mmcore.training import parameter_groups  # noqa: E402
-from mmcore.zeroshot import images_to_tensor  # noqa: E402
 
 
 def seconds_per_step(batch_size: int, steps: int, threads: int) -> tuple[float, float]:
@@ -33,7 +33,7 @@ def seconds_per_step(batch_size: int, steps: int, threads: int) -> tuple[float, 
     for step in range(steps + 1):
         t0 = time.perf_counter()
         pil, captions = shapes_batch(0, step, range(batch_size))
-        images, tokens = images_to_tensor(pil, 32), tokenizer(captions)  # (B, 3, 32, 32), (B, T)
+        images, tokens = normalize(to_tensor(pil, 32)), tokenizer(captions)  # (B, 3, 32, 32), (B, T)
         t1 = time.perf_counter()
         loss = contrastive_loss(model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True),
                                 model.temperature_scale())
