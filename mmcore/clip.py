@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from .images import OPENAI_MEAN, OPENAI_STD, normalize, to_tensor
 from .transformer import Transformer, init_transformer_
-from .weights import CHECKPOINT_DIR, DictConfig, download, load_checkpoint, read_state_dict, save_checkpoint
+from .weights import CHECKPOINT_DIR, DictConfig, check_kind, download, load_checkpoint, read_state_dict, save_checkpoint
 
 __all__ = [
     "CLIPConfig",
@@ -72,6 +72,7 @@ OPENAI_MODELS: dict[str, str] = {
 }
 
 SHAPES_TINY = CHECKPOINT_DIR / "shapes-tiny.safetensors"
+KIND = "mmcore.clip.CLIP"  # the "model" of its checkpoint cards
 
 
 # ------------------------------------------------------------------------------------------------------ config
@@ -342,15 +343,17 @@ class CLIP(nn.Module):
 
     # ---- our own checkpoints
 
-    def save(self, path: str | os.PathLike, **card: Any) -> Path:
-        """Save as safetensors with a JSON card holding the config (+ any ``card`` fields, e.g. ``tokenizer=``)."""
-        card = {"model": "mmcore.clip.CLIP", "config": self.cfg.to_dict(), **card}
-        return save_checkpoint(path, self.state_dict(), card)
+    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None, **card: Any) -> Path:
+        """Save as safetensors (floating tensors cast to ``dtype`` if given) with a JSON card holding the config
+        (+ any ``card`` fields, e.g. ``tokenizer=``)."""
+        card = {"model": KIND, "config": self.cfg.to_dict(), **card}
+        return save_checkpoint(path, self.state_dict(), card, dtype)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike) -> "CLIP":
         """Load a file written by :meth:`save`."""
         sd, card = load_checkpoint(path)
+        check_kind(card, path, KIND, "CLIP")
         if "config" not in card:
             raise ValueError(f"{path} has no 'config' in its card: was it written by CLIP.save?")
         return cls._from_converted(CLIPConfig.from_dict(card["config"]), sd)
@@ -662,6 +665,8 @@ def _load_file(path: Path) -> tuple[CLIP, dict[str, Any]]:
     card: dict[str, Any] = {}
     if path.suffix == ".safetensors":
         sd, card = load_checkpoint(path)
+        if "model" in card:  # a card written by one of mmcore's models: it must be a CLIP's
+            check_kind(card, path, KIND, "CLIP")
         if "config" in card:
             return CLIP._from_converted(CLIPConfig.from_dict(card["config"]), sd), card
     else:

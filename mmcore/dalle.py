@@ -54,7 +54,7 @@ from .images import to_pil
 from .sampling import RERANK_BY, PromptTooLongError, classifier_free_guidance, rerank_scores, sample_from_logits
 from .tokenizer import BPETokenizer, ContextLengthError
 from .transformer import KVCache, Transformer, init_transformer_
-from .weights import CHECKPOINT_DIR, DictConfig, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, DictConfig, check_kind, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "DALLEConfig",
@@ -73,6 +73,7 @@ __all__ = [
 ]
 
 SHAPES_DALLE = CHECKPOINT_DIR / "shapes-dalle.safetensors"
+KIND = "mmcore.dalle.DALLE"  # the "model" of its checkpoint cards
 TRAIN_COMMAND = ("python -m mmcore.train_dalle --device cuda --max-minutes 2.5 --final-eval-samples 0 "
                  "--eval-every 1000 --out data/checkpoints/shapes-dalle.safetensors --no-progress")  # the card's command
 
@@ -475,19 +476,17 @@ class DALLE(nn.Module):
 
     # -- checkpoints -------------------------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike, dtype: torch.dtype = torch.float16, **card: Any) -> Path:
-        """Safetensors weights (floating tensors stored as ``dtype``: float16 halves the file) + card."""
-        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self.state_dict().items()}
-        card = {"model": "dalle", "config": self.cfg.to_dict(), "sample_config": asdict(self.sample_config),
+    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None, **card: Any) -> Path:
+        """Safetensors weights (floating tensors cast to ``dtype`` if given: the shipped file is float16) + card."""
+        card = {"model": KIND, "config": self.cfg.to_dict(), "sample_config": asdict(self.sample_config),
                 "tokenizer": "course", "vqgan": "shapes-vqgan", **card}
-        return save_checkpoint(path, sd, card)
+        return save_checkpoint(path, self.state_dict(), card, dtype)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike) -> "DALLE":
         """A model from :meth:`save` (float32, CPU, eval mode)."""
         sd, card = load_checkpoint(path)
-        if card.get("model") != "dalle":
-            raise ValueError(f"{path} is not a DALL-E checkpoint (its card has model={card.get('model')!r})")
+        check_kind(card, path, KIND, "DALL-E", legacy=("dalle",))
         model = cls(DALLEConfig.from_dict(card["config"]))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
         model.sample_config = SampleConfig.from_dict(card.get("sample_config", {}))

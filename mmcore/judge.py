@@ -59,7 +59,8 @@ from torch import Tensor, nn
 from .data import COLOR_RGB, COLORS, POSITIONS, SHAPES, SIZES, render
 from .images import to_tensor
 from .lang import word
-from .weights import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+from . import get_device
+from .weights import CHECKPOINT_DIR, check_kind, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "JudgeConfig",
@@ -68,6 +69,7 @@ __all__ = [
     "Judge",
     "ATTRIBUTES",
     "CHECKPOINT",
+    "available_models",
     "to_batch",
     "estimate_background",
     "foreground_strength",
@@ -94,6 +96,7 @@ ATTRIBUTES: dict[str, list[str]] = {
 
 #: The shipped judge (``load()`` with no argument).
 CHECKPOINT = CHECKPOINT_DIR / "shapes-judge.safetensors"
+KIND = "mmcore.judge.Judge"  # the "model" of its checkpoint cards
 
 _PALETTE = torch.tensor([COLOR_RGB[c] for c in COLORS], dtype=torch.float32) / 255  # (8, 3), table order
 
@@ -581,24 +584,28 @@ class Judge:
             "images": float(len(predictions)),
         }
 
-    def save(self, path: str | os.PathLike, **card: Any) -> Path:
-        """Safetensors weights + card (architecture, thresholds, and whatever ``card`` adds)."""
-        card = {"config": asdict(self.net.cfg), "thresholds": asdict(self.thresholds), **card}
-        return save_checkpoint(path, self.net.state_dict(), card)
+    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None, **card: Any) -> Path:
+        """Safetensors weights (floating tensors cast to ``dtype`` if given) + card (architecture, thresholds, and
+        whatever ``card`` adds)."""
+        card = {"model": KIND, "config": asdict(self.net.cfg), "thresholds": asdict(self.thresholds), **card}
+        return save_checkpoint(path, self.net.state_dict(), card, dtype)
 
 
-def load(path: str | os.PathLike | None = None, device: str | torch.device | None = "cpu") -> Judge:
-    """The shipped judge (``data/checkpoints/shapes-judge.safetensors``), or the one saved at ``path``.
+def available_models() -> list[str]:
+    """Names :func:`load` knows without a path."""
+    return ["shapes-judge"]
 
-    Runs on the CPU by default (it is small: 100 images take a fraction of a second).
-    """
-    path = Path(path) if path is not None else CHECKPOINT
-    if not path.is_file():
-        raise FileNotFoundError(f"no judge checkpoint at {path}; train one with `python -m mmcore.train_judge`")
+
+def load(name_or_path: str | os.PathLike = "shapes-judge", device: str | torch.device | None = None) -> Judge:
+    """The shipped ``"shapes-judge"`` (``data/checkpoints/``, no network) or a checkpoint path -> :class:`Judge` on
+    ``device`` (default: :func:`mmcore.get_device`; it is small: 100 images take a fraction of a second on a CPU).
+    Reading safetensors runs no code."""
+    path = resolve_checkpoint(name_or_path, "shapes-judge", CHECKPOINT, "judge", "`python -m mmcore.train_judge`")
     state_dict, card = load_checkpoint(path)
+    check_kind(card, path, KIND, "judge", legacy=(None,))  # the shipped judge's card predates the "model" key
     cfg = card.get("config", {})
     cfg = JudgeConfig(**{**cfg, "channels": tuple(cfg.get("channels", JudgeConfig.channels))})
     net = JudgeNet(cfg)
     net.load_state_dict(state_dict)
-    net = net.to(device or "cpu").to(memory_format=torch.channels_last)
+    net = net.to(device or get_device()).to(memory_format=torch.channels_last)
     return Judge(net, CleanThresholds(**card.get("thresholds", {})), card)

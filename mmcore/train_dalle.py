@@ -326,7 +326,7 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
         device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
         card = run_card(asdict(cfg), command, seconds, metrics, asdict(history), step=step, device=device_name,
                         parameters=model.num_parameters())
-        path = model.save(cfg.out, **card)
+        path = model.save(cfg.out, dtype=torch.float16, **card)  # float16 halves the file
     return DALLETrainResult(model, history, metrics, path)
 
 

@@ -323,7 +323,7 @@ def _train_unclip(cfg: UnCLIPTrainConfig, clip: tuple[Any, Any] | None, vqgan: A
         device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
         card = run_card(asdict(cfg), command, prior_seconds + decoder_seconds, metrics, asdict(history),
                         device=device_name, parameters=model.num_parameters())
-        path = model.save(cfg.out, **card)
+        path = model.save(cfg.out, dtype=torch.float16, **card)  # float16 halves the file
     return UnCLIPTrainResult(model, history, metrics, path)
 
 

@@ -54,7 +54,7 @@ from .images import to_pil
 from .sampling import PromptTooLongError, classifier_free_guidance
 from .tokenizer import ContextLengthError
 from .transformer import Transformer, init_transformer_
-from .weights import CHECKPOINT_DIR, DictConfig, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, DictConfig, check_kind, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "PriorConfig",
@@ -71,6 +71,7 @@ __all__ = [
 ]
 
 SHAPES_UNCLIP = CHECKPOINT_DIR / "shapes-unclip.safetensors"
+KIND = "mmcore.unclip.UnCLIP"  # the "model" of its checkpoint cards
 TRAIN_COMMAND = ("python -m mmcore.train_unclip --max-minutes 40 --threads 2 "
                  "--out data/checkpoints/shapes-unclip.safetensors")  # the card's command (a 2-core CPU run)
 
@@ -461,19 +462,17 @@ class UnCLIP(nn.Module):
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike, dtype: torch.dtype = torch.float16, **card: Any) -> Path:
-        """Safetensors weights (floating tensors as ``dtype``) + card."""
-        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self.state_dict().items()}
-        card = {"model": "unclip", "prior_config": self.prior.cfg.to_dict(), "decoder_config": self.decoder.cfg.to_dict(),
+    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None, **card: Any) -> Path:
+        """Safetensors weights (floating tensors cast to ``dtype`` if given: the shipped file is float16) + card."""
+        card = {"model": KIND, "prior_config": self.prior.cfg.to_dict(), "decoder_config": self.decoder.cfg.to_dict(),
                 "sample_config": asdict(self.sample_config), "clip": "shapes-tiny", "vqgan": "shapes-vqgan", **card}
-        return save_checkpoint(path, sd, card)
+        return save_checkpoint(path, self.state_dict(), card, dtype)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike) -> "UnCLIP":
         """A model from :meth:`save` (float32, CPU, eval mode)."""
         sd, card = load_checkpoint(path)
-        if card.get("model") != "unclip":
-            raise ValueError(f"{path} is not an unCLIP checkpoint (its card has model={card.get('model')!r})")
+        check_kind(card, path, KIND, "unCLIP", legacy=("unclip",))
         model = cls(DiffusionPrior(PriorConfig.from_dict(card["prior_config"])),
                     CodeDecoder(DecoderConfig.from_dict(card["decoder_config"])))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})

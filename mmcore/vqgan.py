@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from .data import dataset_images
 from .vq import Quantized, VectorQuantizer, code_histogram, perplexity
 from .vqgan_losses import psnr
-from .weights import CHECKPOINT_DIR, DictConfig, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, DictConfig, check_kind, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "VQGANConfig",
@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 SHAPES_VQGAN = CHECKPOINT_DIR / "shapes-vqgan.safetensors"
+KIND = "mmcore.vqgan.VQGAN"  # the "model" of its checkpoint cards
 
 
 # ------------------------------------------------------------------------------------------------------ config
@@ -339,17 +340,19 @@ class VQGAN(nn.Module):
         n = sum(p.numel() for m in (self.encoder, self.quantizer, self.decoder) for p in m.parameters())
         return n + (sum(p.numel() for p in self.discriminator.parameters()) if discriminator else 0)
 
-    def save(self, path: str | os.PathLike, **card: Any) -> Path:
-        """Save as safetensors with a JSON card holding the config (+ any ``card`` fields: command, metrics, ...)."""
-        card = {"model": "mmcore.vqgan.VQGAN", "config": self.cfg.to_dict(), **card}
-        return save_checkpoint(path, self.state_dict(), card)
+    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None, **card: Any) -> Path:
+        """Save as safetensors (floating tensors cast to ``dtype`` if given) with a JSON card holding the config
+        (+ any ``card`` fields: command, metrics, ...)."""
+        card = {"model": KIND, "config": self.cfg.to_dict(), **card}
+        return save_checkpoint(path, self.state_dict(), card, dtype)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike) -> "VQGAN":
         """Load a file written by :meth:`save` (fp32, eval mode, on the CPU); its card is in ``model.card``."""
         sd, card = load_checkpoint(path)
-        if card.get("model") != "mmcore.vqgan.VQGAN" or "config" not in card:
-            raise ValueError(f"{path} is not a VQGAN checkpoint (its card has model={card.get('model')!r})")
+        check_kind(card, path, KIND, "VQGAN")
+        if "config" not in card:
+            raise ValueError(f"{path} has no 'config' in its card: was it written by VQGAN.save?")
         model = cls(VQGANConfig.from_dict(card["config"]))
         model.load_state_dict(sd)
         model.card = card

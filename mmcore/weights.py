@@ -53,6 +53,7 @@ __all__ = [
     "load_checkpoint",
     "card_path",
     "resolve_checkpoint",
+    "check_kind",
 ]
 
 
@@ -71,6 +72,7 @@ class DictConfig:
         values = {k: tuple(v) if known[k].startswith("tuple") and isinstance(v, list) else v
                   for k, v in d.items() if k in known}
         return cls(**values)
+
 
 _CHUNK = 1 << 20  # 1 MiB per read while streaming / hashing
 
@@ -382,19 +384,31 @@ def card_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, Tensor], card: dict | None = None) -> Path:
-    """Write ``state_dict`` as safetensors (tensors moved to CPU) with ``card`` (JSON-able) in its metadata,
-    and the card again as ``<name>.json`` beside it. Both files are written to a temporary name first."""
+def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, Tensor], card: dict | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write ``state_dict`` as safetensors (tensors moved to CPU; floating ones cast to ``dtype`` if given, e.g.
+    ``torch.float16`` to halve the file) with ``card`` (JSON-able) in its metadata, and the card again as
+    ``<name>.json`` beside it. Both files are written to a temporary name first."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     card = dict(card or {})
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in state_dict.items()}
+    tensors = {name: (t.to(dtype) if dtype is not None and t.is_floating_point() else t).detach().to("cpu").contiguous()
+               for name, t in state_dict.items()}
     _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"card": json.dumps(card)}))
     text = json.dumps(card, indent=2, ensure_ascii=False) + "\n"
     _atomic_write(card_path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
+
+
+def check_kind(card: dict, path: str | os.PathLike, kind: str, what: str, legacy: tuple[str | None, ...] = ()) -> None:
+    """Raise a clear ValueError unless the card's ``"model"`` is ``kind`` (every model's :meth:`save` writes its
+    class's full name there, e.g. ``"mmcore.dalle.DALLE"``). ``legacy``: the tags older cards carry."""
+    if card.get("model") != kind and card.get("model") not in legacy:
+        article = "an" if what[0].lower() in "aeiou" else "a"
+        raise ValueError(f"{path} is not {article} {what} checkpoint (its card has model={card.get('model')!r}, "
+                         f"expected {kind!r})")
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike, shipped_name: str, shipped_path: Path, kind: str,

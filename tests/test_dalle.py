@@ -225,18 +225,18 @@ def test_clear_errors(model, tmp_path, monkeypatch):
 
 def test_save_load_round_trip(model, tmp_path):
     model.sample_config = SampleConfig(guidance_scale=2.0, top_k=16)
-    path = model.save(tmp_path / "d.safetensors", note="test")
+    path = model.save(tmp_path / "d.safetensors", dtype=torch.float16, note="test")
     try:
         loaded = mmcore.dalle.load(path, device="cpu")
     finally:
         model.sample_config = SampleConfig()
     assert loaded.cfg == model.cfg and loaded.sample_config == SampleConfig(guidance_scale=2.0, top_k=16)
-    assert loaded.card["note"] == "test" and json.loads((tmp_path / "d.json").read_text())["model"] == "dalle"
+    assert loaded.card["note"] == "test" and json.loads((tmp_path / "d.json").read_text())["model"] == "mmcore.dalle.DALLE"
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert b.dtype == torch.float32
         assert torch.equal(a.half().float(), b), name  # stored in float16, loaded back to float32
     assert (tmp_path / "d.safetensors").stat().st_size < 0.6 * 4 * model.num_parameters()  # ~2 bytes per weight
-    full = model.save(tmp_path / "f.safetensors", dtype=torch.float32)
+    full = model.save(tmp_path / "f.safetensors")  # by default the weights' own dtype
     exact = mmcore.dalle.load(full, device="cpu")
     text, codes = model.tokenize(["a red circle"]), torch.randint(0, 256, (1, 64))
     assert torch.equal(model(text, codes).image_logits, exact(text, codes).image_logits)

@@ -189,7 +189,7 @@ def test_bad_input_is_refused():
         judge.predict(torch.randn(2, 3, 32, 32) * 3)
     with pytest.raises(TypeError, match="PIL"):
         judge.predict([np.zeros((32, 32, 3))])
-    with pytest.raises(FileNotFoundError, match="train_judge"):
+    with pytest.raises(ValueError, match="unknown judge 'no/such/judge.safetensors'.*train_judge"):
         judge_module.load("no/such/judge.safetensors")
 
 

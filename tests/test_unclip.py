@@ -294,7 +294,7 @@ def test_a_few_training_steps_lower_the_losses(clip, tokenizer, vqgan, tmp_path)
     assert h.prior_loss[-1] < h.prior_loss[0] and h.decoder_loss[-1] < h.decoder_loss[0] - 0.3
     assert result.metrics["test_decoder_loss"] < math.log(vqgan.cfg.num_codes)
     card = json.loads((tmp_path / "t.json").read_text())
-    assert card["model"] == "unclip" and card["training"]["prior_steps"] == 60 and "history" in card
+    assert card["model"] == "mmcore.unclip.UnCLIP" and card["training"]["prior_steps"] == 60 and "history" in card
     assert evaluate_decoder(result.model.decoder, build_embedding_pool(clip, vqgan, 16, 5)) > 0
 
 

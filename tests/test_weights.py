@@ -295,3 +295,23 @@ def test_dict_config_round_trips_every_model_config_through_json():
     assert isinstance(d["channels"], list)  # tuples are written as JSON lists and read back as tuples
     assert type(VQGANConfig.from_dict(d).channels) is tuple
     assert CLIPConfig.from_dict({**CLIPConfig.tiny().to_dict(), "from_a_newer_version": 1}) == CLIPConfig.tiny()
+
+
+def test_every_model_save_writes_its_kind_and_loaders_refuse_another_kind(tmp_path):
+    from mmcore import clip as clip_module
+    from mmcore import judge as judge_module
+    from mmcore import vqgan as vqgan_module
+    from mmcore.clip import CLIP, CLIPConfig
+    from mmcore.vqgan import VQGAN, VQGANConfig
+
+    clip_path = CLIP(CLIPConfig.tiny(vocab_size=64, eot_token=63)).save(tmp_path / "c.safetensors")
+    vq_path = VQGAN(VQGANConfig.tiny()).save(tmp_path / "v.safetensors", dtype=torch.float16)
+    assert json.loads((tmp_path / "c.json").read_text())["model"] == "mmcore.clip.CLIP"
+    assert load_checkpoint(vq_path)[0]["quantizer.codebook"].dtype == torch.float16  # dtype= casts the floats
+    with pytest.raises(ValueError, match=r"is not a VQGAN checkpoint \(its card has model='mmcore.clip.CLIP'"):
+        vqgan_module.load(clip_path, device="cpu")
+    with pytest.raises(ValueError, match="is not a CLIP checkpoint"):
+        clip_module.load(vq_path, device="cpu")
+    with pytest.raises(ValueError, match="is not a judge checkpoint"):
+        judge_module.load(vq_path, device="cpu")
+    assert judge_module.load(device="cpu").card.get("model") is None  # the shipped judge's card predates the key
