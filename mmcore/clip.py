@@ -110,9 +110,11 @@ class CLIPConfig(DictConfig):
 
     @classmethod
     def tiny(cls, **overrides: Any) -> "CLIPConfig":
-        """The course's Shapes model: 32 px images in 16 patches, 3 + 3 layers of width 128, a 4096-token BPE.
+        """The course's Shapes model: 32 px images in 16 patches, 3 + 3 layers of width 128.
 
-        ``eot_token`` defaults to the last id (OpenAI's convention); pass the course tokenizer's ``eot_token``.
+        The vocabulary defaults to 4,096 ids with ``eot_token`` the last one (OpenAI's convention; what the tests'
+        random models use); the shipped ``shapes-tiny`` passes the course tokenizer's ids
+        (``vocab_size=tokenizer.vocab_size`` = 2,954, ``eot_token=tokenizer.eot_token``), as :mod:`mmcore.train` does.
         """
         cfg = cls(
             embed_dim=128, image_size=32, patch_size=8, vision_width=128, vision_layers=3, vision_heads=4,

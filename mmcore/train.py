@@ -121,7 +121,7 @@ class TrainHistory:
     step: list[int] = field(default_factory=list)  # step number of each loss entry
     loss: list[float] = field(default_factory=list)  # full-batch CLIP loss
     lr: list[float] = field(default_factory=list)  # learning rate used at that step
-    temperature: list[float] = field(default_factory=list)  # the learned logit scale exp(logit_scale)
+    logit_scale: list[float] = field(default_factory=list)  # the learned inverse temperature exp(logit_scale)
     seconds: list[float] = field(default_factory=list)  # wall time since the start of the run
     eval_step: list[int] = field(default_factory=list)  # step number of each evaluation
     zero_shot: list[float] = field(default_factory=list)  # held-out joint (shape x colour) zero-shot accuracy, English prompts
@@ -460,7 +460,7 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
             history.step.append(step)
             history.loss.append(loss.item())
             history.lr.append(lr)
-            history.temperature.append(scale.item())
+            history.logit_scale.append(scale.item())
             history.seconds.append(time.perf_counter() - t0)
             if cfg.eval_every and step % cfg.eval_every == 0:
                 run_eval()
