@@ -1,7 +1,8 @@
 """Does the phrasing matter? CLIP zero-shot and the three generators on prompts written the way people type them.
 
 Run it as a script: ``python tests/benchmarks/bench_phrasing.py [--seeds 2026 7 11] [--guided 1] [--threads 2]
-[--skip-generators] [--compare-clip PATH]``. It has no ``test_*`` function, so pytest does not collect it.
+[--skip-generators] [--skip-clip] [--generators dalle unclip guided] [--dalle PATH]
+[--unclip PATH] [--compare-clip PATH]``. It has no ``test_*`` function, so pytest does not collect it.
 
 Every prompt comes from :data:`mmcore.data.UNSEEN_PHRASINGS`: 12 phrasings per language that no training caption
 and no prompt template uses ("i see a red circle", "দেখো, একটা লাল বৃত্ত!", ...), each used alone.
@@ -80,13 +81,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[2026, 7, 11], help="evaluation streams for CLIP")
     parser.add_argument("--guided", type=int, default=1, help="VQGAN+CLIP phrasings per pair and language")
     parser.add_argument("--skip-generators", action="store_true")
+    parser.add_argument("--skip-clip", action="store_true")
+    parser.add_argument("--generators", nargs="+", default=["dalle", "unclip", "guided"],
+                        choices=["dalle", "unclip", "guided"], help="which generators to measure")
+    parser.add_argument("--dalle", default="shapes-dalle", help="the DALL-E checkpoint (a name or a path)")
+    parser.add_argument("--unclip", default="shapes-unclip", help="the unCLIP checkpoint (a name or a path)")
     parser.add_argument("--compare-clip", type=Path, help="another CLIP checkpoint (course tokenizer) to report")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    model, _, tokenizer = clip_module.load("shapes-tiny", device="cpu")
-    clip_phrasing("shapes-tiny (shipped)", model, tokenizer, args.seeds)
+    if not args.skip_clip:
+        model, _, tokenizer = clip_module.load("shapes-tiny", device="cpu")
+        clip_phrasing("shapes-tiny (shipped)", model, tokenizer, args.seeds)
     if args.compare_clip:
         sd, card = load_checkpoint(args.compare_clip)
         other = clip_module.CLIP(clip_module.CLIPConfig.from_dict(card["config"]))
@@ -99,12 +106,17 @@ def main(argv: list[str] | None = None) -> None:
     pairs = seen_pairs(6) + sorted(HELDOUT)
     print(f"generators: judged fidelity, one picture per prompt, no re-ranking; {len(pairs)} pairs "
           f"({len(HELDOUT)} held-out), phrasings of both languages")
-    dalle_model = dalle.load("shapes-dalle", device="cpu")
-    unclip_model = unclip.load("shapes-unclip", device="cpu")
-    guided.generate("a red circle", steps=1)  # load the default models once, outside the timing
-    generator_fidelity("DALL-E", lambda p, s: dalle_model.generate(p, n=1, seed=s)[0], referee, pairs, None)
-    generator_fidelity("unCLIP", lambda p, s: unclip_model.generate(p, n=1, seed=s)[0], referee, pairs, None)
-    generator_fidelity("VQGAN+CLIP", lambda p, s: guided.generate(p, seed=s).image, referee, pairs, args.guided)
+    if "dalle" in args.generators:
+        dalle_model = dalle.load(args.dalle, device="cpu")
+        generator_fidelity(f"DALL-E {args.dalle}", lambda p, s: dalle_model.generate(p, n=1, seed=s)[0], referee,
+                           pairs, None)
+    if "unclip" in args.generators:
+        unclip_model = unclip.load(args.unclip, device="cpu")
+        generator_fidelity(f"unCLIP {args.unclip}", lambda p, s: unclip_model.generate(p, n=1, seed=s)[0], referee,
+                           pairs, None)
+    if "guided" in args.generators:
+        guided.generate("a red circle", steps=1)  # load the default models once, outside the timing
+        generator_fidelity("VQGAN+CLIP", lambda p, s: guided.generate(p, seed=s).image, referee, pairs, args.guided)
 
 
 if __name__ == "__main__":
