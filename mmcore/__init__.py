@@ -3,6 +3,27 @@
 Every model of the course (CLIP, VQGAN, DALL-E, unCLIP) is built from scratch in this package; the lessons in
 ``lessons/en`` and ``lessons/bn`` import it. Submodules are imported on demand (``import mmcore.data``) so that
 ``import mmcore`` stays fast.
+
+One vocabulary for every model (``clip``, ``vqgan``, ``dalle``, ``unclip``, ``judge``):
+
+* ``<module>.load(name_or_path="<shipped name>", device=None)``: the shipped checkpoint (``"shapes-tiny"``,
+  ``"shapes-vqgan"``, ``"shapes-dalle"``, ``"shapes-unclip"``, ``"shapes-judge"``; no network) or a file path, in
+  eval mode, float32, on ``device`` (default :func:`get_device`). ``<module>.available_models()`` lists the names.
+  (``clip.load`` returns ``(model, preprocess, tokenizer)`` like OpenAI's ``clip`` package, and also reads OpenAI's
+  weights.) Safetensors only: reading a checkpoint never runs code.
+* ``model.save(path, dtype=None)``: safetensors weights (floats cast to ``dtype`` if given) and a JSON card, in the
+  file and beside it, whose ``"model"`` is the class's full name (``"mmcore.dalle.DALLE"``) and which holds the
+  config and, for a training run, the command, metrics and history (:func:`mmcore.training.run_card`).
+* Configs are dataclasses with a comment per field and named presets; ``to_dict`` / ``from_dict`` come from
+  :class:`mmcore.weights.DictConfig`.
+* Models map tensors to tensors (images as floats in [0, 1], shape comments everywhere). Conversions between PIL
+  images and tensors, and CLIP's normalisation, live in :mod:`mmcore.images`; the sampling maths the generators
+  share (top-k / top-p, guidance, re-ranking) in :mod:`mmcore.sampling`; the Shapes world (pictures, captions,
+  attribute combinations, prompts) in :mod:`mmcore.data`; the generators' pre-encoded training data in
+  :mod:`mmcore.pools`; what every training command shares (the schedule fitted to a time budget, the CLI builder,
+  run cards) in :mod:`mmcore.training`.
+* ``python -m mmcore.train clip`` / ``mmcore.train_vqgan`` / ``train_dalle`` / ``train_unclip`` / ``train_judge``
+  train each model; a lesson's live run calls the training function with its config.
 """
 from __future__ import annotations
 

@@ -616,7 +616,7 @@ def available_models() -> list[str]:
 
 
 def load(
-    name_or_path: str | os.PathLike, device: str | torch.device | None = None
+    name_or_path: str | os.PathLike = "shapes-tiny", device: str | torch.device | None = None
 ) -> tuple[CLIP, Preprocess, Callable[..., Tensor]]:
     """``(model, preprocess, tokenizer)`` for a model name (:func:`available_models`) or a checkpoint file.
 
