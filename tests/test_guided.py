@@ -8,6 +8,8 @@ import torch
 from PIL import Image
 
 from mmcore import guided
+from mmcore.clip import normalize_pixels
+from mmcore.images import to_tensor
 from mmcore.guided import (GuidedResult, clamp_latent, codebook_bounds, make_cutouts, parse_prompts, quantize_st,
                            spherical_distance, total_variation)
 
@@ -143,7 +145,11 @@ def test_generate_result_fields_and_loss_goes_down():
     assert isinstance(r.image, Image.Image) and r.image.size == (32, 32) and r.image.mode == "RGB"
     assert len(r.frames) == 3 and all(isinstance(f, Image.Image) for f in r.frames)  # steps 0, 5 + the final
     assert len(r.losses) == 10 and all(math.isfinite(v) for v in r.losses)
-    assert -1.0 <= r.clip_score <= 1.0
+    clip_model, tokenizer, _ = guided.default_models("cpu")
+    with torch.no_grad():  # the score is CLIP's cosine between the returned picture and the prompt
+        img = clip_model.encode_image(normalize_pixels(to_tensor(r.image), 32), normalize=True)
+        txt = clip_model.encode_text(tokenizer(["a red circle"]), normalize=True)
+    assert r.clip_score == pytest.approx((img * txt).sum().item(), abs=2e-3)
     assert r.indices.shape == (8, 8)
     assert r.prompts == [("a red circle", 1.0)]
     assert sum(r.losses[-3:]) / 3 < sum(r.losses[:3]) / 3

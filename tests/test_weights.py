@@ -6,6 +6,7 @@ import json
 import hashlib
 import os
 import pickle
+import re
 import socket
 import zipfile
 from pathlib import Path
@@ -233,7 +234,7 @@ def test_published_urls_carry_their_sha256():
     for name, url in mmcore.clip.OPENAI_MODELS.items():
         parts = url.split("/")
         assert url.startswith("https://openaipublic.azureedge.net/clip/models/")
-        assert len(parts[-2]) == 64 and int(parts[-2], 16) >= 0, name
+        assert re.fullmatch(r"[0-9a-f]{64}", parts[-2]), name  # a SHA-256 in lower-case hex
         assert parts[-1] == name.replace("/", "-").replace("@", "-") + ".pt"
 
 
