@@ -397,16 +397,17 @@ def evaluate_vqgan(model: VQGAN, images: Tensor | None = None, n: int = 1000, sp
 
 
 def available_models() -> list[str]:
-    """Names :func:`load` knows without a path."""
-    return ["shapes-vqgan"]
+    """Names :func:`load` knows without a path: the shipped VQGAN and its twin trained without the discriminator."""
+    return ["shapes-vqgan", "shapes-vqgan-nogan"]
 
 
 def load(name_or_path: str | os.PathLike = "shapes-vqgan", device: str | torch.device | None = None) -> VQGAN:
-    """The shipped ``"shapes-vqgan"`` (``data/checkpoints/``, no network) or a checkpoint path -> VQGAN in eval
-    mode, float32, on ``device`` (default: :func:`mmcore.get_device`). Reading safetensors runs no code."""
+    """A shipped checkpoint (:func:`available_models`: ``data/checkpoints/``, no network) or a checkpoint path ->
+    VQGAN in eval mode, float32, on ``device`` (default: :func:`mmcore.get_device`). Reading safetensors runs no code."""
     from . import get_device
 
-    path = resolve_checkpoint(name_or_path, "shapes-vqgan", SHAPES_VQGAN, "VQGAN",
+    name = str(name_or_path) if str(name_or_path) in available_models() else "shapes-vqgan"
+    path = resolve_checkpoint(name_or_path, name, CHECKPOINT_DIR / f"{name}.safetensors", "VQGAN",
                               "`python -m mmcore.train_vqgan` (see data/checkpoints/shapes-vqgan.md)")
     device = torch.device(device) if device is not None else get_device()
     return VQGAN.from_checkpoint(path).to(device=device, dtype=torch.float32).eval()

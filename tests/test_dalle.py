@@ -320,8 +320,6 @@ def test_a_few_training_steps_lower_the_loss(vqgan, tmp_path):
 
 
 def test_quick_mode_and_command_line(monkeypatch, tmp_path, capsys):
-    if not mmcore.vqgan.SHAPES_VQGAN.is_file():
-        pytest.skip("the shipped VQGAN is needed by the command line")
     monkeypatch.setenv("MMCORE_QUICK", "1")
     result = main(["--device", "cpu", "--threads", "1", "--no-progress", "--out", str(tmp_path / "q.safetensors")])
     assert result.metrics["steps"] == 6 and result.model.cfg.width == DALLEConfig.tiny().width
@@ -333,8 +331,6 @@ def test_quick_mode_and_command_line(monkeypatch, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------ shipped checkpoint
 
 
-@pytest.mark.skipif(not mmcore.dalle.SHAPES_DALLE.is_file(),
-                    reason="data/checkpoints/shapes-dalle.safetensors is not trained yet")
 def test_shipped_checkpoint_floor():
     """Seen compositions, one English and one Bengali prompt each, the best 1 of 8 by CLIP + the model's likelihood:
     the judge says >= 90%. (CLIP alone scores good samples almost alike and now and then picks a broken one.)"""

@@ -32,9 +32,6 @@ from mmcore.train_judge import (FAKE_KINDS, JudgeTrainConfig, attribute_accuracy
 
 SEED = 2026  # these tests' evaluation stream (ShapesDataset seed): never trained on, never calibrated on
 
-shipped_only = pytest.mark.skipif(not CHECKPOINT.is_file(), reason="the shipped judge checkpoint is missing")
-
-
 @pytest.fixture(scope="module")
 def judge() -> Judge:
     return judge_module.load()
@@ -56,7 +53,6 @@ def predictions(judge, real):
 # ------------------------------------------------------------------------------------------ shipped judge
 
 
-@shipped_only
 def test_checkpoint_is_small_and_documented(judge):
     assert CHECKPOINT.stat().st_size < 5 * 2**20
     card = json.loads(CHECKPOINT.with_suffix(".json").read_text(encoding="utf-8"))
@@ -70,7 +66,6 @@ def test_checkpoint_is_small_and_documented(judge):
     assert not judge.net.training
 
 
-@shipped_only
 @pytest.mark.parametrize("split", ["test", "heldout"])
 def test_accuracy_on_real_images(predictions, real, split):
     accuracy = attribute_accuracy(predictions[split], real[split][1])
@@ -80,7 +75,6 @@ def test_accuracy_on_real_images(predictions, real, split):
     assert accuracy["size"] >= 0.97, accuracy
 
 
-@shipped_only
 def test_real_images_are_clean(predictions):
     every = predictions["test"] + predictions["heldout"]
     rate = sum(p["clean"] for p in every) / len(every)
@@ -90,7 +84,6 @@ def test_real_images_are_clean(predictions):
     assert all(0 <= p["clean_score"] <= 1 for p in every)
 
 
-@shipped_only
 @pytest.mark.parametrize("kind", list(FAKE_KINDS))
 def test_fakes_are_not_clean(judge, kind):
     images = synthetic_fakes(kind, 40, seed=SEED)
@@ -101,7 +94,6 @@ def test_fakes_are_not_clean(judge, kind):
     assert all(p["reasons"] for p in predictions if not p["clean"])
 
 
-@shipped_only
 def test_fake_reasons_name_the_problem(judge):
     def reasons(kind: str) -> set[str]:
         names = [{r.split(":")[0] for r in p["reasons"]} for p in judge.predict(synthetic_fakes(kind, 20, seed=SEED))]
@@ -113,7 +105,6 @@ def test_fake_reasons_name_the_problem(judge):
     assert {"color", "uniform"} & reasons("two_tone")
 
 
-@shipped_only
 def test_pil_list_and_tensor_batch_agree(judge, real):
     images = real["test"][0][:32]
     from_pil = judge.predict(images)
@@ -123,7 +114,6 @@ def test_pil_list_and_tensor_batch_agree(judge, real):
     assert judge.predict(images[0]) == from_pil[:1]  # one PIL image is a batch of one
 
 
-@shipped_only
 def test_other_sizes_are_resized(judge):
     rng = random.Random("judge-64px")
     attributes = [{"shape": rng.choice(list(judge_module.SHAPES)), "color": rng.choice(list(COLOR_RGB)),
@@ -136,7 +126,6 @@ def test_other_sizes_are_resized(judge):
     assert sum(p["clean"] for p in predictions) / len(predictions) >= 0.9
 
 
-@shipped_only
 def test_fidelity_by_hand(judge):
     red_circle = render({"shape": "circle", "color": "red", "size": "large", "position": "center"}, 32, random.Random(1))
     blue_square = render({"shape": "square", "color": "blue", "size": "large", "position": "left"}, 32, random.Random(2))
@@ -156,7 +145,6 @@ def test_fidelity_by_hand(judge):
         judge.fidelity(images, wanted[:2])
 
 
-@shipped_only
 def test_fast_enough(judge, real):
     images = real["test"][0][:100]
     judge.predict(images[:2])  # builds the reference masks once

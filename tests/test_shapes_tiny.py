@@ -26,8 +26,6 @@ from mmcore.zeroshot import eval_set, evaluate_zero_shot, phrasing_report, text_
 
 SEED = 2026  # the evaluation stream of these tests
 
-pytestmark = pytest.mark.skipif(not SHAPES_TINY.is_file(), reason="the shipped checkpoint is missing")
-
 
 @pytest.fixture(scope="module")
 def shipped():

@@ -348,8 +348,6 @@ def test_init_from_continues_a_checkpoint(clip, tokenizer, vqgan, tmp_path):
 
 
 def test_quick_mode_and_command_line(monkeypatch, tmp_path, capsys):
-    if not (mmcore.vqgan.SHAPES_VQGAN.is_file() and mmcore.clip.SHAPES_TINY.is_file()):
-        pytest.skip("the shipped VQGAN and CLIP are needed by the command line")
     monkeypatch.setenv("MMCORE_QUICK", "1")
     result = main(["--device", "cpu", "--threads", "1", "--no-progress", "--out", str(tmp_path / "q.safetensors")])
     assert result.metrics["decoder_steps"] == 6 and result.model.decoder.cfg.width == 32
@@ -361,8 +359,6 @@ def test_quick_mode_and_command_line(monkeypatch, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------ shipped checkpoint
 
 
-@pytest.mark.skipif(not mmcore.unclip.SHAPES_UNCLIP.is_file(),
-                    reason="data/checkpoints/shapes-unclip.safetensors is not trained yet")
 def test_shipped_checkpoint_floor():
     """Seen compositions, English and Bengali, 2 pictures each through prior and decoder; the same without the prior;
     and variations of test pictures: the judge says >= the floors."""
@@ -385,8 +381,6 @@ def test_shipped_checkpoint_floor():
     assert variations["images"] == 48 and variations["fidelity"] >= VARIATION_FLOOR, variations
 
 
-@pytest.mark.skipif(not mmcore.unclip.SHAPES_UNCLIP.is_file(),
-                    reason="data/checkpoints/shapes-unclip.safetensors is not trained yet")
 def test_shipped_variations_keep_what_clip_sees_in_their_source():
     """A variation is CLIP's view of its source picture drawn again: under CLIP it must be far closer to its own
     source than to the other sources. Measured on 4 x 8 test pictures (2 variations each): cosine 0.95 to 0.97 to

@@ -226,3 +226,24 @@ def test_shipped_checkpoint_reaches_its_floors():
     card = model.card
     assert card["metrics"]["test_psnr"] >= PSNR_FLOOR and card["metrics"]["test_usage"] >= USAGE_FLOOR
     assert card["command"].startswith("python -m mmcore.train_vqgan")
+
+
+def test_the_adversarial_loss_buys_sharpness_not_psnr():
+    """The two shipped VQGANs differ only in the discriminator (data/checkpoints/shapes-vqgan-nogan.md). On 300 test
+    pictures (measured: sharpness 1.03 vs 0.77, PSNR 30.66 vs 30.88 dB; the card's 1,000: 1.04 vs 0.78, 30.56 vs
+    30.72 dB): with the adversarial loss the edges are as crisp as the originals, without it visibly blurred, while
+    PSNR, which L1 optimises, is a little higher without it."""
+    x = make_test_images(300)  # (300, 3, 32, 32)
+
+    def edges(im):  # mean |difference| of neighbouring pixels
+        return (im[..., 1:, :] - im[..., :-1, :]).abs().mean() + (im[..., :, 1:] - im[..., :, :-1]).abs().mean()
+
+    results = {}
+    for name in ("shapes-vqgan", "shapes-vqgan-nogan"):
+        model = mmcore.vqgan.load(name, device="cpu")
+        with torch.no_grad():
+            x_hat = model.reconstruct(x.contiguous(memory_format=torch.channels_last))
+        results[name] = ((edges(x_hat) / edges(x)).item(), evaluate_vqgan(model, x)["psnr"])
+    (gan_sharp, gan_psnr), (plain_sharp, plain_psnr) = results["shapes-vqgan"], results["shapes-vqgan-nogan"]
+    assert gan_sharp > 0.95 and plain_sharp < 0.85, results
+    assert 0 < plain_psnr - gan_psnr < 0.5, results
