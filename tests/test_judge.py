@@ -58,9 +58,7 @@ def test_checkpoint_is_small_and_documented(judge):
     card = json.loads(CHECKPOINT.with_suffix(".json").read_text(encoding="utf-8"))
     assert card["command"].startswith("python -m mmcore.train_judge ")
     assert "--out data/checkpoints/shapes-judge.safetensors" in card["command"]
-    for key in ("test_shape", "test_color", "test_position", "heldout_shape", "heldout_color", "heldout_position"):
-        assert card["metrics"][key] >= 0.99, key
-    assert card["metrics"]["test_clean"] >= 0.98
+    # (its accuracy is measured below on pictures of its own stream, not read back from the card)
     assert set(card["thresholds"]["min_iou"]) == set(judge_module.SHAPES)
     assert CHECKPOINT.with_suffix(".md").is_file()
     assert not judge.net.training

@@ -1,16 +1,19 @@
 """Quality floors of the shipped tiny CLIP (``mmcore.clip.load("shapes-tiny")``, data/checkpoints/).
 
 The evaluation images come from their own random stream (seed 2026: neither the training stream nor the
-evaluation set the training loop watched), and every prompt uses ``EVAL_TEMPLATES``, which training never saw.
+evaluation set the training loop watched). Zero-shot prompts use ``EVAL_TEMPLATES`` or ``UNSEEN_PHRASINGS``, which
+training never saw; the search queries are full captions (the wording of training template 0).
 
 * zero-shot classification of the *held-out* (shape, colour) compositions, 48 classes (every shape x colour),
   prompt-ensembled: joint >= 95 %, shape alone and colour alone >= 97 %, with English and with Bengali prompts;
 * phrasing: each of :data:`mmcore.data.UNSEEN_PHRASINGS` (12 per language, in neither template set: a stand-in
   for a student's own words) alone as the prompt, no ensembling: joint >= 95 % for every phrasing, mean >= 97 %,
   shape and colour >= 97 %, in both languages (measured: 99.8-100 % on two 600-image streams);
-* text -> image search with full captions ("a small green heart at the top") over 1,000 test images:
-  recall@1 > 80 %. There are only 480 distinct full captions, so a hit is a top image with all four of the
-  query's attributes.
+* text -> image search with full captions ("a small green heart at the top") over 1,000 pictures of the training
+  compositions and 1,000 of the held-out ones: recall@1 >= 97 % in both languages (measured: 100 % on three
+  streams of each split, about 2,700 queries per language; a true rate of 99 % would put 97 % more than three
+  standard deviations below a 300-query sample). There are only 480 distinct full captions, so a hit is a top
+  image with all four of the query's attributes.
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ def test_checkpoint_is_small_and_documented(shipped):
     card = json.loads(SHAPES_TINY.with_suffix(".json").read_text(encoding="utf-8"))
     assert card["command"].startswith("python -m mmcore.train clip ")
     assert "--out data/checkpoints/shapes-tiny.safetensors" in card["command"]
-    assert card["training"]["langs"] == ["en", "bn"] and card["metrics"]["zero_shot_en_joint"] >= 0.95
+    assert card["training"]["langs"] == ["en", "bn"]  # (accuracy: measured by the tests below, not read back)
     assert not model.training
 
 
@@ -61,13 +64,14 @@ def test_zero_shot_on_heldout_compositions(shipped, heldout, lang):
     assert accuracy["color"] >= 0.97, accuracy
 
 
+@pytest.mark.parametrize("split", ["test", "heldout"])
 @pytest.mark.parametrize("lang", ["en", "bn"])
-def test_text_to_image_recall_with_full_captions(shipped, lang):
+def test_text_to_image_recall_with_full_captions(shipped, lang, split):
     model, tokenizer = shipped
-    images, attributes = eval_set("test", 1000, seed=SEED)
+    images, attributes = eval_set(split, 1000, seed=SEED)
     recall = text_to_image_recall(model, tokenizer, images, attributes, lang, ks=(1, 5))
-    print(lang, recall)
-    assert recall[1] > 0.80, recall
+    print(lang, split, recall)
+    assert recall[1] >= 0.97, recall
 
 
 @pytest.mark.parametrize("lang", ["en", "bn"])

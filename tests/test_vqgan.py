@@ -220,11 +220,12 @@ def test_shipped_checkpoint_reaches_its_floors():
     model = mmcore.vqgan.load("shapes-vqgan", device="cpu")
     assert not model.training and model.cfg == VQGANConfig.tiny()
     assert mmcore.vqgan.SHAPES_VQGAN.stat().st_size < 5_000_000
-    metrics = evaluate_vqgan(model, n=500, split="test", seed=2026)
+    metrics = evaluate_vqgan(model, n=1000, split="test", seed=2026)  # the card's evaluation set
     assert metrics["psnr"] >= PSNR_FLOOR, metrics
     assert metrics["usage"] >= USAGE_FLOOR, metrics
-    card = model.card
-    assert card["metrics"]["test_psnr"] >= PSNR_FLOOR and card["metrics"]["test_usage"] >= USAGE_FLOOR
+    card = model.card  # the numbers the card (and the README) report are what the model does today
+    assert metrics["psnr"] == pytest.approx(card["metrics"]["test_psnr"], abs=0.01)
+    assert metrics["usage"] == pytest.approx(card["metrics"]["test_usage"], abs=0.005)
     assert card["command"].startswith("python -m mmcore.train_vqgan")
 
 
