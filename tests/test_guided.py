@@ -241,12 +241,16 @@ def test_generate_with_the_prior_reports_where_the_image_came_from():
 
 
 def test_full_method_draws_what_the_judge_recognises():
-    """Real behaviour, as a regression check: the default method on a held-out and a seen composition, with seeds
-    that the benchmark (tests/benchmarks/bench_guided.py, which measures the rate) found faithful."""
+    """A regression check on a fixed sample, not on seeds chosen because they pass: the first four training
+    compositions of :func:`mmcore.data.seen_pairs`, seed 0. The benchmark (tests/benchmarks/bench_guided.py) measured
+    88.9 % fidelity on 54 pictures of seen compositions; at that rate fewer than 2 faithful of 4 happens 0.3 % of
+    the time. (Held-out compositions, 33 % there, are too rare a success for a 4-picture floor: the benchmark holds
+    the overall rate to its >= 60 % target.)"""
     from mmcore import judge
+    from mmcore.data import pair_prompt, seen_pairs
 
     referee = judge.load()
-    for prompt, wanted in [("a purple triangle", dict(shape="triangle", color="purple")),
-                           ("a black circle", dict(shape="circle", color="black"))]:
-        r = guided.generate(prompt, seed=0)
-        assert judge.matches(referee.predict([r.image])[0], wanted), prompt
+    pairs = seen_pairs(4)
+    images = [guided.generate(pair_prompt(shape, color), seed=0).image for shape, color in pairs]
+    result = referee.report(images, [{"shape": s, "color": c} for s, c in pairs])
+    assert result["fidelity"] >= 0.5, (pairs, result)

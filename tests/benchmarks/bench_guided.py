@@ -1,7 +1,8 @@
 """Benchmark of VQGAN+CLIP generation (:mod:`mmcore.guided`), refereed by the independent judge.
 
 Run it as a script: ``python tests/benchmarks/bench_guided.py [--prompts 24] [--seeds 3] [--plain] [--steps 60]
-[--lang en|bn|both] [--threads 1]`` (``--help`` lists every setting). ``--plain`` measures classic VQGAN+CLIP
+[--lang en|bn|both] [--threads 1] [--min-fidelity 0.6] [--max-seconds 60]`` (``--help`` lists every setting); it
+exits non-zero when the full method misses the README's targets (``make bench`` stops there). ``--plain`` measures classic VQGAN+CLIP
 (:meth:`mmcore.guided.GuidedConfig.plain`, no prior over codes); the default is the course's full method. It has no
 ``test_*`` function, so pytest does not collect it.
 
@@ -29,20 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 import torch  # noqa: E402
 
 from mmcore import guided, judge  # noqa: E402
-from mmcore.data import COLORS, HELDOUT, SHAPES  # noqa: E402
+from mmcore.data import HELDOUT, pair_prompt, seen_pairs  # noqa: E402
 
 
 def benchmark_pairs(n: int) -> list[tuple[str, str]]:
     """``n`` (shape, colour) pairs: the held-out ones first (sorted), then training pairs in a fixed spread order."""
-    heldout = sorted(HELDOUT)
-    rest = [(s, c) for i, c in enumerate(COLORS) for j, s in enumerate(SHAPES) if (s, c) not in HELDOUT]
-    rest.sort(key=lambda sc: ((list(SHAPES).index(sc[0]) * 5 + list(COLORS).index(sc[1])) % 7, sc))  # spread
-    return (heldout + rest)[:n]
-
-
-def prompt_for(shape: str, color: str, lang: str) -> str:
-    article = "an" if color[0] in "aeiou" else "a"
-    return f"{article} {color} {shape}" if lang == "en" else f"একটি {COLORS[color]} {SHAPES[shape]}"
+    return (sorted(HELDOUT) + seen_pairs())[:n]
 
 
 def main() -> None:
@@ -62,6 +55,10 @@ def main() -> None:
     parser.add_argument("--select-every", type=int, default=None)
     parser.add_argument("--select-alpha", type=float, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-fidelity", type=float, default=0.6,
+                        help="exit non-zero below this judged fidelity (the README's target; 0: no check)")
+    parser.add_argument("--max-seconds", type=float, default=60.0,
+                        help="exit non-zero above this mean time per image (the README's target; 0: no check)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -79,7 +76,7 @@ def main() -> None:
     seconds, scores, rows = [], [], []
     for i, (shape, color) in enumerate(benchmark_pairs(args.prompts)):
         lang = args.lang if args.lang != "both" else ("en", "bn")[i % 2]
-        prompt = prompt_for(shape, color, lang)
+        prompt = pair_prompt(shape, color, lang)
         for seed in range(args.seeds):
             t0 = time.perf_counter()
             result = guided.generate(prompt, seed=seed, config=cfg)
@@ -106,6 +103,14 @@ def main() -> None:
           f"right shape + colour {frac(lambda r: r['shape'] and r['color']):.1%}")
     print(f"the chosen start's starting image alone: fidelity {frac(lambda r: r['start']):.1%} "
           f"[held-out {frac(lambda r: r['start'], held):.1%}, seen {frac(lambda r: r['start'], seen):.1%}]")
+    missed = []
+    if not args.plain and args.min_fidelity and frac(faithful) < args.min_fidelity:
+        missed.append(f"fidelity {frac(faithful):.1%} < {args.min_fidelity:.0%}")
+    if args.max_seconds and sum(seconds) / n > args.max_seconds:
+        missed.append(f"{sum(seconds) / n:.1f} s per image > {args.max_seconds:.0f} s")
+    if missed:
+        sys.exit("target missed: " + "; ".join(missed))
+    print("targets met" + ("" if not args.plain else " (speed only: --plain is the baseline, not held to the target)"))
 
 
 if __name__ == "__main__":
