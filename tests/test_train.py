@@ -8,6 +8,8 @@ import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +21,7 @@ import mmcore.clip
 from mmcore.clip import CLIP, CLIPConfig, clip_loss
 from mmcore.data import HELDOUT, TRAIN_TEMPLATES, caption
 from mmcore.tokenizer import COURSE_DIR, BPETokenizer
-from mmcore.weights import sha256_file
+from mmcore.weights import load_checkpoint, sha256_file
 from mmcore.train import (
     TrainConfig,
     _parser,
@@ -304,6 +306,41 @@ def test_two_process_ddp_matches_one_process():
         assert abs(a - b) < 1e-5
     for name, value in ddp["state"].items():
         torch.testing.assert_close(torch.tensor(value), single.model.state_dict()[name], atol=1e-5, rtol=1e-4)
+
+
+def _run_training_command(launcher: list[str], args: list[str], timeout: float = 240) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MMCORE_QUICK": "0"}  # the real command, not its quick form
+    done = subprocess.run([*launcher, "-m", "mmcore.train", "clip", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1"]
+COMMAND_ARGS = ["--steps", "3", "--batch-size", "16", "--warmup-steps", "2", "--eval-every", "0", "--eval-images", "48",
+                "--no-final-eval", "--no-progress", "--no-save-optimizer", "--threads", "1"]
+
+
+def test_torchrun_command_writes_the_same_checkpoint_as_one_process(tmp_path):
+    """``torchrun --nproc_per_node=2 -m mmcore.train clip`` (gloo on the CPU, process group from WORLD_SIZE): rank 0
+    saves, and the weights equal those of one process with the same global batch."""
+    port = f"--master_port={_free_port()}"
+    _run_training_command(TORCHRUN + [port], COMMAND_ARGS + ["--out", str(tmp_path / "ddp.safetensors")])
+    _run_training_command([sys.executable], COMMAND_ARGS + ["--out", str(tmp_path / "one.safetensors")])
+    ddp, ddp_card = load_checkpoint(tmp_path / "ddp.safetensors")
+    one, _ = load_checkpoint(tmp_path / "one.safetensors")
+    assert ddp.keys() == one.keys()
+    for name in one:
+        torch.testing.assert_close(ddp[name], one[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert ddp_card["command"].startswith("torchrun --nproc_per_node=2 -m mmcore.train clip")
+
+
+def test_torchrun_command_honours_the_time_budget_on_every_rank(tmp_path):
+    """With --max-minutes both processes stop at the same step (rank 0's clock decides) and nobody hangs."""
+    args = [a if a != "3" else "100000" for a in COMMAND_ARGS] + ["--max-minutes", "0.05"]
+    port = f"--master_port={_free_port()}"
+    _run_training_command(TORCHRUN + [port], args + ["--out", str(tmp_path / "b.safetensors")], timeout=180)
+    card = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
+    assert 0 < card["metrics"]["steps"] < 100000 and card["training"]["max_minutes"] == 0.05
 
 
 # ------------------------------------------------------------------------------------------------ zero-shot
