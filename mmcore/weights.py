@@ -22,11 +22,13 @@ This module imports no model code (``mmcore.clip`` builds on it).
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import pickle
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -47,6 +49,7 @@ __all__ = [
     "default_cache_dir",
     "sha256_file",
     "download",
+    "safe_filename",
     "read_torch_checkpoint",
     "read_state_dict",
     "save_checkpoint",
@@ -130,6 +133,20 @@ def _progress_bar(total: int | None, name: str, enabled: bool) -> Any:
     return _Silent()
 
 
+def safe_filename(filename: str) -> str:
+    """``filename`` if it names a plain file inside a folder, else a ValueError: no separators, not ``.`` or ``..``,
+    no NUL, not hidden (so a cache file can never land outside the cache or overwrite one of its temporary files)."""
+    if not isinstance(filename, str) or not filename:
+        raise ValueError(f"a cache file name must be a non-empty string; got {filename!r}")
+    if filename in (".", "..") or filename.startswith(".") or any(c in filename for c in "/\\\0"):
+        raise ValueError(f"cache file name {filename!r} is not a plain file name: no '/', '\\', leading '.' or "
+                         "'..' (downloads stay inside the cache folder)")
+    return filename
+
+
+_STALE_PART_SECONDS = 24 * 3600  # a .part file older than this belongs to a download that died: it is removed
+
+
 def download(
     url: str,
     sha256: str,
@@ -137,13 +154,21 @@ def download(
     filename: str | None = None,
     progress: bool = True,
     timeout: float = 60.0,
+    deadline: float | None = 3600.0,
+    max_bytes: int | None = 2 * 2**30,
 ) -> Path:
     """Return the path of ``url``'s file in the cache, downloading it first if needed.
 
+    * ``filename`` (default: the URL's last path part) must be a plain file name (:func:`safe_filename`): the file is
+      written, checked or deleted only inside the cache folder.
     * A cached file is used only if its SHA-256 equals ``sha256`` (a bad one is deleted and fetched again).
     * The download streams into ``<cache>/.<filename>.<random>.part`` while hashing; the byte count is checked
       against ``Content-Length`` and the hash against ``sha256``; only then is the file moved into place. On any
-      failure the partial file is deleted, so the cache never holds a file that a later call would trust.
+      failure the partial file is deleted, so the cache never holds a file that a later call would trust; ``.part``
+      files a killed process left behind are removed after a day.
+    * ``timeout``: seconds any one read may wait; ``deadline``: seconds the whole download may take (a server that
+      trickles bytes cannot keep it alive for hours); ``max_bytes``: the largest file accepted (checked against
+      ``Content-Length`` before the first byte, and while streaming). None switches a limit off.
     * Without network the :class:`DownloadError` says which file to put where.
     """
     sha256 = sha256.lower()
@@ -151,7 +176,7 @@ def download(
     filename = filename or Path(urllib.parse.urlparse(url).path).name
     if not filename:
         raise ValueError(f"cannot tell a file name from {url!r}; pass filename=")
-    target = root / filename
+    target = root / safe_filename(filename)
 
     if target.is_file():
         if sha256_file(target) == sha256:
@@ -160,11 +185,12 @@ def download(
         target.unlink()
 
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(root, filename)
     fd, tmp_name = tempfile.mkstemp(dir=root, prefix=f".{filename}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            _stream(url, out, sha256, filename, target, progress, timeout)
+            _stream(url, out, sha256, filename, target, progress, timeout, deadline, max_bytes)
         os.replace(tmp, target)  # atomic on the same file system: the file appears complete or not at all
     except BaseException:  # includes KeyboardInterrupt: never leave the .part file behind
         tmp.unlink(missing_ok=True)
@@ -172,8 +198,21 @@ def download(
     return target
 
 
-def _stream(url: str, out: Any, sha256: str, filename: str, target: Path, progress: bool, timeout: float) -> None:
-    """Copy ``url`` into the open file ``out``, checking length and hash; raise :class:`DownloadError` on failure."""
+def _remove_stale_parts(root: Path, filename: str) -> None:
+    """Delete ``.<filename>.*.part`` files older than a day: what a killed download left (a live one is younger)."""
+    now = time.time()
+    for part in root.glob(f".{glob.escape(filename)}.*.part"):
+        try:
+            if now - part.stat().st_mtime > _STALE_PART_SECONDS:
+                part.unlink()
+        except OSError:
+            pass  # another process removed or replaced it: nothing to do
+
+
+def _stream(url: str, out: Any, sha256: str, filename: str, target: Path, progress: bool, timeout: float,
+            deadline: float | None = None, max_bytes: int | None = None) -> None:
+    """Copy ``url`` into the open file ``out``, checking length, size, time and hash; raise :class:`DownloadError`."""
+    started = time.monotonic()
     try:
         response = urllib.request.urlopen(url, timeout=timeout)
     except (urllib.error.URLError, OSError) as err:
@@ -186,13 +225,15 @@ def _stream(url: str, out: Any, sha256: str, filename: str, target: Path, progre
     with response:
         length = response.headers.get("Content-Length")
         expected = int(length) if length is not None else None
+        if max_bytes is not None and expected is not None and expected > max_bytes:
+            raise DownloadError(f"{url} is {expected:,} bytes, more than the {max_bytes:,} allowed (max_bytes=)")
         digest = hashlib.sha256()
         received = 0
         bar = _progress_bar(expected, filename, progress)
         try:
             while True:
                 try:
-                    chunk = response.read(_CHUNK)
+                    chunk = response.read1(_CHUNK)  # what has arrived (up to 1 MiB): the deadline is checked often
                 except Exception as err:  # http.client.IncompleteRead, ConnectionResetError, timeouts
                     raise DownloadError(f"download of {url} broke off after {received} bytes: {err!r}") from err
                 if not chunk:
@@ -201,6 +242,11 @@ def _stream(url: str, out: Any, sha256: str, filename: str, target: Path, progre
                 digest.update(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
+                if max_bytes is not None and received > max_bytes:
+                    raise DownloadError(f"download of {url} passed the {max_bytes:,} bytes allowed (max_bytes=)")
+                if deadline is not None and time.monotonic() - started > deadline:
+                    raise DownloadError(f"download of {url} took more than {deadline:.0f} s (deadline=) after "
+                                        f"{received:,} bytes: the server is too slow; try again later")
         finally:
             bar.close()
     if expected is not None and received != expected:

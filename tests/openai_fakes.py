@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
@@ -18,21 +19,31 @@ from mmcore.clip import CLIP, CLIPConfig
 
 class FileHandler(http.server.BaseHTTPRequestHandler):
     """Serves ``files`` (URL path -> body) and records every request path in ``requests``. A path under
-    ``/truncated/`` promises the whole body in its Content-Length but sends only half, then hangs up."""
+    ``/truncated/`` promises the whole body in its Content-Length but sends only half, then hangs up; one under
+    ``/slow/`` trickles the body, 1 KiB every 0.1 s (a server that would keep a download alive for hours)."""
 
     files: dict[str, bytes] = {}
     requests: list[str] = []
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         type(self).requests.append(self.path)
-        truncated = self.path.startswith("/truncated/")
-        body = self.files.get(self.path.removeprefix("/truncated"))
+        truncated, slow = self.path.startswith("/truncated/"), self.path.startswith("/slow/")
+        body = self.files.get(self.path.removeprefix("/truncated").removeprefix("/slow"))
         if body is None:
             self.send_error(404)
             return
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))  # promises the whole file ...
         self.end_headers()
+        if slow:
+            try:
+                for i in range(0, len(body), 1024):
+                    self.wfile.write(body[i : i + 1024])
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up: what the test wants
+            return
         self.wfile.write(body[: len(body) // 2] if truncated else body)  # ... but may send only half, then hang up
 
     def log_message(self, *args) -> None:  # keep the output clean

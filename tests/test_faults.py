@@ -1,0 +1,68 @@
+"""Fault injection: what a careless or unlucky user does to mmcore, and the clear error or the survival it must get.
+
+Each test reproduces one case of issue 14 (downloads outside the cache, slow servers, oversized files, leftovers of
+killed downloads, ...), bounded in time; servers are throwaway HTTP servers on 127.0.0.1.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from mmcore.weights import DownloadError, download, safe_filename
+from openai_fakes import local_server
+
+BODY = os.urandom(64 * 1024)
+BODY_SHA = hashlib.sha256(BODY).hexdigest()
+
+
+@pytest.fixture()
+def server():
+    with local_server() as handler:
+        handler.files["/f.bin"] = BODY
+        yield handler
+
+
+# ------------------------------------------------------------------------------------------------- downloads
+
+
+@pytest.mark.parametrize("name", ["../x.txt", "sub/x.txt", "..", ".", ".hidden", "a\\b", "x\0y"])
+def test_download_never_writes_or_deletes_outside_the_cache(server, tmp_path, name):
+    cache, outside = tmp_path / "cache", tmp_path / "x.txt"
+    cache.mkdir()
+    outside.write_text("a file of the user's, next to the cache")
+    with pytest.raises(ValueError, match="plain file name|file name"):
+        download(server.url("/f.bin"), BODY_SHA, cache_dir=cache, filename=name, progress=False)
+    assert outside.read_text() == "a file of the user's, next to the cache"
+    assert server.requests == []  # refused before any network traffic
+
+
+def test_safe_filename_accepts_ordinary_names():
+    assert safe_filename("ViT-B-32.pt") == "ViT-B-32.pt" and safe_filename("a b.bin") == "a b.bin"
+
+
+def test_a_trickling_server_cannot_hold_a_download_past_its_deadline(server, tmp_path):
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="took more than 1 s"):
+        download(server.url("/slow/f.bin"), BODY_SHA, cache_dir=tmp_path, progress=False, timeout=5, deadline=1.0)
+    assert time.monotonic() - started < 5  # the body alone would take 6.4 s at 1 KiB per 0.1 s
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no partial file left
+
+
+def test_a_file_larger_than_allowed_is_refused_before_its_body(server, tmp_path):
+    with pytest.raises(DownloadError, match="more than the 1,000 allowed"):
+        download(server.url("/f.bin"), BODY_SHA, cache_dir=tmp_path, progress=False, max_bytes=1000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_part_files_of_killed_downloads_are_cleaned(server, tmp_path):
+    old, fresh = tmp_path / ".f.bin.abc.part", tmp_path / ".f.bin.def.part"
+    old.write_bytes(b"left by a process killed yesterday")
+    fresh.write_bytes(b"another process is downloading right now")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    path = download(server.url("/f.bin"), BODY_SHA, cache_dir=tmp_path, progress=False)
+    assert path.read_bytes() == BODY and not old.exists() and fresh.exists()
