@@ -120,7 +120,12 @@ def _describe(source: ImageSource) -> str:
 def _binary_stream(source: ImageSource) -> Iterator[BinaryIO]:
     """A seekable binary stream over ``source``; a file we open here is closed on exit, a caller's is not."""
     if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as stream:
+        path = os.fspath(source)
+        if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+            # a FIFO, socket or device: opening it could block forever (a FIFO waits for a writer)
+            raise ImageLoadError(f"Cannot load image {_describe(source)}: it is not a regular file (a pipe, socket "
+                                 "or device). Pass the path of an image file.")
+        with open(path, "rb") as stream:
             yield stream
     elif isinstance(source, (bytes, bytearray, memoryview)):
         yield io.BytesIO(bytes(source))

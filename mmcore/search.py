@@ -618,16 +618,20 @@ def build_index(collection: Any, model: Any, preprocess: Callable[[Image.Image],
     try:
         for position, item in enumerate(items):
             try:
-                if item.path is not None:  # a file: hash its bytes; decode it only if the cache misses
-                    digest, image = hashlib.sha256(Path(item.path).read_bytes()).hexdigest(), None
+                data = None
+                if item.path is not None:  # a file: hash its bytes; decode those same bytes only if the cache misses
+                    if not Path(item.path).is_file():  # a FIFO or device would block the read forever
+                        raise ImageLoadError(f"{item.path}: not a regular file (a pipe, socket or device)")
+                    data = Path(item.path).read_bytes()
+                    digest, image = hashlib.sha256(data).hexdigest(), None
                 else:  # an in-memory image: hash its pixels
                     image, labels[position] = item.fetch()
                     digest = image_digest(image)
                 cached = store.get(digest) if store is not None else None
                 if cached is not None:
                     rows[position], n_cached = cached, n_cached + 1
-                else:
-                    pending.append((position, digest, image if image is not None else item.fetch()[0]))
+                else:  # (decoding the hashed bytes: a file replaced meanwhile cannot be cached under the old hash)
+                    pending.append((position, digest, image if image is not None else load_image(data)))
             except (ImageLoadError, OSError) as error:
                 skipped.append((item.path or f"item {position}", str(error)))
             if len(pending) == batch_size:

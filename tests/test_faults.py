@@ -66,3 +66,34 @@ def test_stale_part_files_of_killed_downloads_are_cleaned(server, tmp_path):
     os.utime(old, (two_days_ago, two_days_ago))
     path = download(server.url("/f.bin"), BODY_SHA, cache_dir=tmp_path, progress=False)
     assert path.read_bytes() == BODY and not old.exists() and fresh.exists()
+
+
+# ------------------------------------------------------------------------------------------------- inputs
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a POSIX FIFO")
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    from mmcore.images import ImageLoadError, load_image
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        load_image(fifo)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a POSIX FIFO")
+def test_build_index_skips_a_fifo_with_a_reason(tmp_path):
+    from PIL import Image
+
+    from mmcore import clip as clip_module
+    from mmcore.search import build_index
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    model, preprocess, _ = clip_module.load("shapes-tiny", device="cpu")
+    with pytest.warns(UserWarning, match="skipped 1 of 2 files"):
+        index = build_index([tmp_path / "red.png", tmp_path / "pipe.png"], model, preprocess, cache=False,
+                            progress=False)
+    assert index.paths == [tmp_path / "red.png"] or [str(p) for p in index.paths] == [str(tmp_path / "red.png")]
+    assert [reason for _, reason in index.skipped] == [f"{tmp_path / 'pipe.png'}: not a regular file (a pipe, "
+                                                       "socket or device)"]
