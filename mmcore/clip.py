@@ -235,6 +235,8 @@ class TextTransformer(nn.Module):
         B, T = tokens.shape
         if T > self.context_length:
             raise ValueError(f"{T} tokens per row, but the model's context_length is {self.context_length}")
+        if B == 0:  # no texts: no embeddings (as encode_image does for no images)
+            return self.proj.new_zeros(0, self.proj.shape[1])  # (0, E)
         eot = eot_positions(tokens, self.eot_token)  # (B,)
         T = int(eot.max()) + 1  # columns after the last eot cannot influence any eot output: skip them
         x = self.token_embed(tokens[:, :T]) + self.pos_embed[:T]  # (B, T, W)

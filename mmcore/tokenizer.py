@@ -590,8 +590,7 @@ class BPETokenizer:
     def _encode_tuple(self, text: str) -> tuple[int, ...]:
         ids = self._text_cache.get(text)
         if ids is None:
-            if not isinstance(text, str):
-                _check_text(text)
+            _check_text(text)  # only on a cache miss: a cached text was checked when it was first seen
             out: list[int] = []
             cache, word_ids = self._word_cache, self._word_ids
             for piece in self._pretokenize(self._normalize(text)):
@@ -749,8 +748,16 @@ class BPETokenizer:
 
 
 def _check_text(text: Any) -> str:
+    """``text`` if it is a string of real characters; else a TypeError, or a ValueError naming a lone surrogate."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__} ({text!r})")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"text {text[:40]!r} contains {text[error.start]!r} at position {error.start}: half of a character pair "
+            "(a 'lone surrogate', usually from a broken copy-paste), not a real character. Remove it, e.g. with "
+            "text.encode('utf-8', 'ignore').decode()") from None
     return text
 
 

@@ -97,3 +97,25 @@ def test_build_index_skips_a_fifo_with_a_reason(tmp_path):
     assert index.paths == [tmp_path / "red.png"] or [str(p) for p in index.paths] == [str(tmp_path / "red.png")]
     assert [reason for _, reason in index.skipped] == [f"{tmp_path / 'pipe.png'}: not a regular file (a pipe, "
                                                        "socket or device)"]
+
+
+@pytest.mark.parametrize("mode", ["course", "openai"])
+def test_a_lone_surrogate_is_a_clear_error_not_a_unicode_crash(mode):
+    from mmcore.tokenizer import BPETokenizer
+
+    tokenizer = BPETokenizer.course() if mode == "course" else BPETokenizer.openai()
+    broken = "a red \ud83d circle"  # half of an emoji's surrogate pair, as a broken copy-paste leaves it
+    with pytest.raises(ValueError, match="lone surrogate"):
+        tokenizer.encode(broken)
+    with pytest.raises(ValueError, match="position 6"):
+        tokenizer(["a red circle", broken])
+    assert tokenizer.encode("a red 😀 circle")  # a whole emoji is fine
+
+
+def test_no_texts_give_no_embeddings_like_no_images():
+    import torch
+
+    from mmcore import clip as clip_module
+
+    model, _, tokenizer = clip_module.load("shapes-tiny", device="cpu")
+    assert model.encode_text(tokenizer([])).shape == (0, 128) == model.encode_image(torch.zeros(0, 3, 32, 32)).shape
