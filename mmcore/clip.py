@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from .images import OPENAI_MEAN, OPENAI_STD, normalize, to_tensor
 from .transformer import Transformer, init_transformer_
-from .weights import CHECKPOINT_DIR, DictConfig, check_kind, download, load_checkpoint, read_state_dict, save_checkpoint
+from .weights import CHECKPOINT_DIR, DictConfig, check_kind, check_tensors, download, load_checkpoint, read_state_dict, save_checkpoint
 
 __all__ = [
     "CLIPConfig",
@@ -332,9 +332,10 @@ class CLIP(nn.Module):
         return cls._from_converted(cfg, sd)
 
     @classmethod
-    def _from_converted(cls, cfg: CLIPConfig, sd: dict[str, Tensor]) -> "CLIP":
+    def _from_converted(cls, cfg: CLIPConfig, sd: dict[str, Tensor], where: str = "the state dict") -> "CLIP":
         with torch.device("meta"):
             model = cls(cfg)  # no memory, no random init: every tensor is replaced below
+        check_tensors(sd, model.state_dict(), where)
         # float32 copies, contiguous, sharing no memory with the source (e.g. another model's parameters)
         sd = {k: v.detach().to(torch.float32, copy=True).contiguous() for k, v in sd.items()}
         model.load_state_dict(sd, strict=True, assign=True)
@@ -360,7 +361,7 @@ class CLIP(nn.Module):
         check_kind(card, path, KIND, "CLIP")
         if "config" not in card:
             raise ValueError(f"{path} has no 'config' in its card: was it written by CLIP.save?")
-        return cls._from_converted(CLIPConfig.from_dict(card["config"]), sd)
+        return cls._from_converted(CLIPConfig.from_dict(card["config"]), sd, path)
 
 
 # ------------------------------------------------------------------------------------------------ loss, zero-shot
@@ -672,7 +673,7 @@ def _load_file(path: Path) -> tuple[CLIP, dict[str, Any]]:
         if "model" in card:  # a card written by one of mmcore's models: it must be a CLIP's
             check_kind(card, path, KIND, "CLIP")
         if "config" in card:
-            return CLIP._from_converted(CLIPConfig.from_dict(card["config"]), sd), card
+            return CLIP._from_converted(CLIPConfig.from_dict(card["config"]), sd, path), card
     else:
         sd = read_state_dict(path)
     keys = {k.removeprefix("module.") for k in sd}

@@ -54,7 +54,7 @@ from .images import to_pil
 from .sampling import RERANK_BY, PromptTooLongError, classifier_free_guidance, rerank_scores, sample_from_logits
 from .tokenizer import BPETokenizer, ContextLengthError
 from .transformer import KVCache, Transformer, init_transformer_
-from .weights import CHECKPOINT_DIR, DictConfig, check_kind, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, DictConfig, check_kind, check_tensors, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "DALLEConfig",
@@ -488,6 +488,7 @@ class DALLE(nn.Module):
         sd, card = load_checkpoint(path)
         check_kind(card, path, KIND, "DALL-E", legacy=("dalle",))
         model = cls(DALLEConfig.from_dict(card["config"]))
+        check_tensors(sd, model.state_dict(), path)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
         model.sample_config = SampleConfig.from_dict(card.get("sample_config", {}))
         model.card = card

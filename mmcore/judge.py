@@ -60,7 +60,7 @@ from .data import COLOR_RGB, COLORS, POSITIONS, SHAPES, SIZES, render
 from .images import to_tensor
 from .lang import word
 from . import get_device
-from .weights import CHECKPOINT_DIR, check_kind, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, check_kind, check_tensors, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "JudgeConfig",
@@ -606,6 +606,7 @@ def load(name_or_path: str | os.PathLike = "shapes-judge", device: str | torch.d
     cfg = card.get("config", {})
     cfg = JudgeConfig(**{**cfg, "channels": tuple(cfg.get("channels", JudgeConfig.channels))})
     net = JudgeNet(cfg)
+    check_tensors(state_dict, net.state_dict(), path)
     net.load_state_dict(state_dict)
     net = net.to(device or get_device()).to(memory_format=torch.channels_last)
     return Judge(net, CleanThresholds(**card.get("thresholds", {})), card)

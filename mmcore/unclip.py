@@ -54,7 +54,7 @@ from .images import to_pil
 from .sampling import PromptTooLongError, classifier_free_guidance
 from .tokenizer import ContextLengthError
 from .transformer import Transformer, init_transformer_
-from .weights import CHECKPOINT_DIR, DictConfig, check_kind, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, DictConfig, check_kind, check_tensors, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "PriorConfig",
@@ -475,6 +475,7 @@ class UnCLIP(nn.Module):
         check_kind(card, path, KIND, "unCLIP", legacy=("unclip",))
         model = cls(DiffusionPrior(PriorConfig.from_dict(card["prior_config"])),
                     CodeDecoder(DecoderConfig.from_dict(card["decoder_config"])))
+        check_tensors(sd, model.state_dict(), path)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
         model.sample_config = UnCLIPSampleConfig.from_dict(card.get("sample_config", {}))
         model.card = card

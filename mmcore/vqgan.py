@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from .data import dataset_images
 from .vq import Quantized, VectorQuantizer, code_histogram, perplexity
 from .vqgan_losses import psnr
-from .weights import CHECKPOINT_DIR, DictConfig, check_kind, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .weights import CHECKPOINT_DIR, DictConfig, check_kind, check_tensors, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "VQGANConfig",
@@ -354,6 +354,7 @@ class VQGAN(nn.Module):
         if "config" not in card:
             raise ValueError(f"{path} has no 'config' in its card: was it written by VQGAN.save?")
         model = cls(VQGANConfig.from_dict(card["config"]))
+        check_tensors(sd, model.state_dict(), path)
         model.load_state_dict(sd)
         model.card = card
         return model.float().eval()

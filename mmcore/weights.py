@@ -57,6 +57,7 @@ __all__ = [
     "card_path",
     "resolve_checkpoint",
     "check_kind",
+    "check_tensors",
 ]
 
 
@@ -446,6 +447,23 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, Tensor], card
     text = json.dumps(card, indent=2, ensure_ascii=False) + "\n"
     _atomic_write(card_path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
+
+
+def check_tensors(state_dict: dict[str, Tensor], expected: dict[str, Tensor], where: str | os.PathLike) -> None:
+    """A clear ValueError when a checkpoint's tensors cannot be the model's: a floating tensor holding NaN or
+    infinity, or a tensor whose kind (floating or integer) differs from the model's (``expected``: its state dict,
+    meta tensors are fine). Flipped bytes usually show up as one of the two; ``where`` names the file."""
+    for name, tensor in state_dict.items():
+        reference = expected.get(name)
+        if reference is not None and reference.is_floating_point() != tensor.is_floating_point():
+            raise ValueError(f"{where}: tensor {name!r} is {tensor.dtype}, but the model needs {reference.dtype}: the "
+                             "file is corrupt or belongs to another model. Re-download it (a shipped one: `git "
+                             "checkout data/checkpoints`) or retrain it.")
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{where}: tensor {name!r} holds {bad:,} NaN or infinite values of {tensor.numel():,}: "
+                             "the file is corrupt. Re-download it (a shipped one: `git checkout data/checkpoints`) "
+                             "or retrain it.")
 
 
 def check_kind(card: dict, path: str | os.PathLike, kind: str, what: str, legacy: tuple[str | None, ...] = ()) -> None:

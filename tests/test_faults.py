@@ -119,3 +119,46 @@ def test_no_texts_give_no_embeddings_like_no_images():
 
     model, _, tokenizer = clip_module.load("shapes-tiny", device="cpu")
     assert model.encode_text(tokenizer([])).shape == (0, 128) == model.encode_image(torch.zeros(0, 3, 32, 32)).shape
+
+
+# ------------------------------------------------------------------------------------------------- checkpoints
+
+
+def _corrupted_copy(name: str, tmp_path: Path, change) -> Path:
+    """A copy of a shipped checkpoint whose first floating tensor got ``change`` (card kept)."""
+    import json
+
+    from mmcore.weights import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+
+    sd, card = load_checkpoint(CHECKPOINT_DIR / f"{name}.safetensors")
+    first = next(k for k, v in sd.items() if v.is_floating_point() and v.numel() > 4)
+    sd[first] = change(sd[first].clone())
+    path = save_checkpoint(tmp_path / f"{name}.safetensors", sd, card)
+    assert json.loads(path.with_suffix(".json").read_text()).get("model") == card.get("model")
+    return path
+
+
+def _nan(t):
+    t.view(-1)[3] = float("nan")
+    return t
+
+
+def _inf(t):
+    t.view(-1)[0] = float("inf")
+    return t
+
+
+def _int(t):
+    return t.round().to(__import__("torch").int32)
+
+
+@pytest.mark.parametrize("change, message", [(_nan, "NaN or infinite"), (_inf, "NaN or infinite"), (_int, "needs")])
+@pytest.mark.parametrize("name", ["shapes-tiny", "shapes-vqgan", "shapes-dalle", "shapes-unclip", "shapes-judge"])
+def test_a_corrupt_checkpoint_is_refused_with_the_tensor_named(tmp_path, name, change, message):
+    from mmcore import clip, dalle, judge, unclip, vqgan
+
+    loader = {"shapes-tiny": clip.load, "shapes-vqgan": vqgan.load, "shapes-dalle": dalle.load,
+              "shapes-unclip": unclip.load, "shapes-judge": judge.load}[name]
+    path = _corrupted_copy(name, tmp_path, change)
+    with pytest.raises(ValueError, match=f"{name}.safetensors: tensor '.*' .*{message}"):
+        loader(path, device="cpu")
