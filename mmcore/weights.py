@@ -444,7 +444,8 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, Tensor], card
     tensors = {name: (t.to(dtype) if dtype is not None and t.is_floating_point() else t).detach().to("cpu").contiguous()
                for name, t in state_dict.items()}
     _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"card": json.dumps(card)}))
-    text = json.dumps(card, indent=2, ensure_ascii=False) + "\n"
+    # the .json beside it also records the tensor file's SHA-256 (a file cannot hold its own hash)
+    text = json.dumps({**card, "sha256": sha256_file(path)}, indent=2, ensure_ascii=False) + "\n"
     _atomic_write(card_path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 
@@ -496,20 +497,22 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, shipped_name: str, shipp
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
     """``(state_dict, card)`` from a file written by :func:`save_checkpoint` (card from the metadata, else from
-    ``<name>.json``, else ``{}``). Reading safetensors runs no code."""
+    ``<name>.json``, else ``{}``). When ``<name>.json`` records the file's SHA-256, the file must match it (a clear
+    ValueError otherwise: flipped bytes are caught before any tensor is used). Reading safetensors runs no code."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
+    beside = json.loads(card_path(path).read_text(encoding="utf-8")) if card_path(path).is_file() else {}
+    expected = beside.get("sha256")
+    if expected is not None and sha256_file(path) != expected:
+        raise ValueError(f"{path} does not match its card {card_path(path).name} (SHA-256 {sha256_file(path)}, the card "
+                         f"says {expected}): the file is corrupt or was replaced. Re-download it (a shipped one: `git "
+                         "checkout data/checkpoints`) or retrain it.")
     state_dict = load_file(str(path))
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-    if "card" in meta:
-        card = json.loads(meta["card"])
-    elif card_path(path).is_file():
-        card = json.loads(card_path(path).read_text(encoding="utf-8"))
-    else:
-        card = {}
+    card = json.loads(meta["card"]) if "card" in meta else {k: v for k, v in beside.items() if k != "sha256"}
     return state_dict, card
 
 
