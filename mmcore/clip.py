@@ -685,8 +685,9 @@ def _load_file(path: Path) -> tuple[CLIP, dict[str, Any]]:
 
 
 def _tokenizer_for(cfg: CLIPConfig, card: dict[str, Any], checkpoint_dir: Path) -> Callable[..., Tensor]:
-    """OpenAI's BPE for OpenAI-sized vocabularies; else the tokenizer folder the checkpoint's card names
-    (relative to the checkpoint's folder)."""
+    """OpenAI's BPE for OpenAI-sized vocabularies; else the tokenizer the checkpoint's card names: ``"course"`` (the
+    course tokenizer, found wherever the checkpoint is), or a folder (relative to the checkpoint's folder; the
+    shipped cards' ``"../tokenizer"`` also means the course tokenizer when the checkpoint was copied elsewhere)."""
     from . import tokenizer as tok  # imported here: mmcore.clip must not need it for anything else
 
     if cfg.vocab_size == 49408 and "tokenizer" not in card:
@@ -694,7 +695,13 @@ def _tokenizer_for(cfg: CLIPConfig, card: dict[str, Any], checkpoint_dir: Path) 
     spec = card.get("tokenizer")
     if spec is None:
         raise ValueError("the checkpoint's card does not say which tokenizer it was trained with ('tokenizer')")
+    if spec == "course":
+        return tok.BPETokenizer.course()
     path = Path(spec)
     if not path.is_absolute():
         path = checkpoint_dir / path
+    if not path.is_dir() and Path(spec).as_posix().rstrip("/") == "../tokenizer":
+        # the shipped cards name the course tokenizer by its place beside data/checkpoints; a copied checkpoint
+        # (somewhere else) still means the course tokenizer, which the package always finds
+        return tok.BPETokenizer.course()
     return tok.BPETokenizer.load(path)

@@ -51,7 +51,7 @@ from . import get_device, quick_mode, set_seed
 from .clip import CLIP, CLIPConfig, clip_loss
 from .data import BASE_TEMPLATES, LANGS, TRAIN_TEMPLATES, caption, frame_caption, render, sample_attributes
 from .images import normalize, to_tensor
-from .tokenizer import COURSE_DIR, BPETokenizer
+from .tokenizer import BPETokenizer
 from .training import (SPEED_MARK, add_config_arguments, autocast, budget_steps, config_from_args, cosine_schedule,
                        cpu_threads, default_threads, parameter_groups, print_summary, progress_bar, run_card, warmup_for)
 from .weights import load_checkpoint, resolve_checkpoint, sha256_file
@@ -293,22 +293,12 @@ def _optimizer_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.stem + ".optim.safetensors")
 
 
-def tokenizer_card_path(checkpoint: str | os.PathLike) -> str:
-    """Where the course tokenizer is, seen from the checkpoint's folder (``mmcore.clip.load`` reads the card's
-    ``tokenizer`` relative to it): ``"../tokenizer"`` for ``data/checkpoints/``."""
-    folder = Path(checkpoint).resolve().parent
-    try:
-        return Path(os.path.relpath(COURSE_DIR, folder)).as_posix()
-    except ValueError:  # another drive (Windows): no relative path exists
-        return str(COURSE_DIR)
-
-
 def _save(path: str | os.PathLike, model: CLIP, optimizer: torch.optim.Optimizer | None, names: Sequence[str],
           cfg: TrainConfig, step: int, history: TrainHistory, metrics: dict[str, float], command: str,
           seconds: float, base: dict[str, Any] | None = None) -> Path:
     extra = {"base": base} if base else {}  # a fine-tune records the checkpoint it started from
     card = run_card({**asdict(cfg), "resume": None}, command, seconds, metrics, asdict(history), step=step,
-                    tokenizer=tokenizer_card_path(path), **extra)
+                    tokenizer="course", **extra)  # mmcore.clip.load finds the course tokenizer by name
     path = model.save(path, **card)
     if optimizer is not None and cfg.save_optimizer:
         save_optimizer_state(_optimizer_path(path), optimizer, names)

@@ -180,3 +180,15 @@ def test_flipped_bytes_in_a_checkpoint_are_caught_by_its_card(tmp_path):
         vqgan.load(path, device="cpu")
     (tmp_path / "shapes-vqgan.json").unlink()  # without its card the file loads: nothing to compare with
     assert vqgan.load(path, device="cpu") is not None
+
+
+def test_a_shipped_checkpoint_copied_elsewhere_still_finds_its_tokenizer(tmp_path):
+    import shutil
+
+    from mmcore import clip as clip_module
+    from mmcore.weights import CHECKPOINT_DIR
+
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(CHECKPOINT_DIR / f"shapes-tiny{suffix}", tmp_path / f"my-clip{suffix}")
+    model, _, tokenizer = clip_module.load(tmp_path / "my-clip.safetensors", device="cpu")
+    assert tokenizer.vocab_size == model.cfg.vocab_size and tokenizer("একটি লাল বৃত্ত").shape == (1, 32)
