@@ -404,7 +404,13 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
                 tensors: dict[str, Tensor] = {}
                 _flatten(root, "", tensors)
                 return tensors
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # torch's own message advises weights_only=False: never do that here
+        raise pickle.UnpicklingError(
+            f"{path} is a pickle that wants more than tensors ({str(error).splitlines()[0][:200]}). mmcore refuses to "
+            "run code from a checkpoint: loading it with weights_only=False would let the file run any program on "
+            "your machine. Use the model's safetensors file, or ask its author for one.") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -192,3 +192,21 @@ def test_a_shipped_checkpoint_copied_elsewhere_still_finds_its_tokenizer(tmp_pat
         shutil.copy(CHECKPOINT_DIR / f"shapes-tiny{suffix}", tmp_path / f"my-clip{suffix}")
     model, _, tokenizer = clip_module.load(tmp_path / "my-clip.safetensors", device="cpu")
     assert tokenizer.vocab_size == model.cfg.vocab_size and tokenizer("একটি লাল বৃত্ত").shape == (1, 32)
+
+
+def test_a_pickle_with_code_is_refused_without_advising_to_run_it(tmp_path):
+    import pickle
+
+    import torch
+
+    from mmcore.weights import read_state_dict
+
+    class Sneaky:  # unpickling it would call os.system
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "model.pt"
+    torch.save({"weight": torch.zeros(2), "extra": Sneaky()}, path)
+    with pytest.raises(pickle.UnpicklingError, match="refuses to run code") as caught:
+        read_state_dict(path)
+    assert "weights_only=False would let the file run any program" in str(caught.value)
