@@ -20,6 +20,7 @@ For 8-bit images the round trip is exact: ``to_pil(to_tensor(image))[0]`` has th
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 import struct
@@ -102,6 +103,9 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
         raise ImageLoadError(f"Cannot load image {name}: {_unidentified_reason(source)}. Use an image file "
                              "(JPEG, PNG, GIF, WebP, BMP, TIFF, ...).") from None
     except (OSError, SyntaxError, EOFError, ValueError, struct.error) as error:
+        if getattr(error, "errno", None) == errno.ELOOP:  # a symbolic link that points (in the end) to itself
+            raise ImageLoadError(f"Cannot load image {name}: it is a loop of symbolic links, not a file. "
+                                 "Point the link at the image file itself.") from None
         raise ImageLoadError(f"Cannot load image {name}: the file is corrupt or truncated ({error}). "
                              "Re-download or re-export the image.") from None
 
@@ -156,6 +160,8 @@ def _unidentified_reason(source: ImageSource) -> str:
             head = bytes(source[:512])
         else:
             return "it is not an image format PIL recognises"
+        if head.startswith(b"\x89PNG\r\n\x1a\n") and bytes(4) in (head[16:20], head[20:24]):  # IHDR width, height
+            return "it is a PNG whose header says it is 0 pixels wide or high (an empty image)"
         head.decode("utf-8")
         return "it looks like a text file, not an image"
     except (OSError, UnicodeDecodeError):

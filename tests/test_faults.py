@@ -210,3 +210,22 @@ def test_a_pickle_with_code_is_refused_without_advising_to_run_it(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="refuses to run code") as caught:
         read_state_dict(path)
     assert "weights_only=False would let the file run any program" in str(caught.value)
+
+
+def test_odd_image_files_get_messages_that_say_what_they_are(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from mmcore.images import ImageLoadError, load_image
+
+    png = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(png, "PNG")
+    empty = bytearray(png.getvalue())
+    empty[16:24] = bytes(8)  # IHDR: width 0, height 0
+    with pytest.raises(ImageLoadError, match="0 pixels wide or high"):
+        load_image(bytes(empty))
+    os.symlink(tmp_path / "b.png", tmp_path / "a.png")
+    os.symlink(tmp_path / "a.png", tmp_path / "b.png")
+    with pytest.raises(ImageLoadError, match="loop of symbolic links"):
+        load_image(tmp_path / "a.png")
