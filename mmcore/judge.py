@@ -602,7 +602,7 @@ def load(name_or_path: str | os.PathLike = "shapes-judge", device: str | torch.d
     Reading safetensors runs no code."""
     path = resolve_checkpoint(name_or_path, "shapes-judge", CHECKPOINT, "judge", "`python -m mmcore.train_judge`")
     state_dict, card = load_checkpoint(path)
-    check_kind(card, path, KIND, "judge", legacy=(None,))  # the shipped judge's card predates the "model" key
+    check_kind(card, path, KIND, "judge", legacy=(None,))  # judges saved before cards had a "model" load too
     cfg = card.get("config", {})
     cfg = JudgeConfig(**{**cfg, "channels": tuple(cfg.get("channels", JudgeConfig.channels))})
     net = JudgeNet(cfg)

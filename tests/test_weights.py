@@ -315,7 +315,9 @@ def test_every_model_save_writes_its_kind_and_loaders_refuse_another_kind(tmp_pa
         clip_module.load(vq_path, device="cpu")
     with pytest.raises(ValueError, match="is not a judge checkpoint"):
         judge_module.load(vq_path, device="cpu")
-    assert judge_module.load(device="cpu").card.get("model") is None  # the shipped judge's card predates the key
+    assert judge_module.load(device="cpu").card["model"] == "mmcore.judge.Judge"
+    with pytest.raises(ValueError, match=r"is not a CLIP checkpoint \(its card has model='mmcore.judge.Judge'"):
+        clip_module.load(judge_module.CHECKPOINT, device="cpu")  # once a raw TypeError about embed_dim
 
 
 @pytest.mark.parametrize("name", ["shapes-tiny", "shapes-vqgan", "shapes-vqgan-nogan", "shapes-dalle", "shapes-unclip",
