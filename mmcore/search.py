@@ -18,7 +18,10 @@ for 100,000 images it takes milliseconds, no approximate index needed (FAISS is 
 **Caching.** Re-indexing a folder only runs the model on new or changed files: embeddings are cached on disk
 (``$MMCORE_CACHE/search/``, default ``~/.cache/mmcore/search/``) in one safetensors file per model, keyed by the
 SHA-256 of each file's bytes (of the pixels, for in-memory images). The model is identified by a hash of its
-weights and its preprocessing, so changing or retraining the model never returns stale embeddings.
+weights and of every preprocessing parameter (size, mean, std, resampling, crop), so changing or retraining the model
+never returns stale embeddings. The cache is checked, not trusted: a damaged row (a flipped byte, a NaN) is
+encoded again, and a file that cannot be used is set aside and rebuilt. Several processes may build over one
+cache at once; none loses the others' entries (:class:`EmbeddingCache`).
 
 Typical use::
 
@@ -33,13 +36,19 @@ top ``k`` results contain a correct image.
 """
 from __future__ import annotations
 
+import contextlib
+import enum
+import functools
 import hashlib
 import numbers
 import os
+import re
+import threading
+import types
 import warnings
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence, Union
 
 import numpy as np
 import torch
@@ -47,10 +56,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+try:
+    import fcntl  # POSIX: an inter-process lock around each cache write
+except ImportError:  # Windows: threads are still serialised, and every write merges what it finds on disk
+    fcntl = None
+
 from .data import caption
 from .images import ImageLoadError, load_image
 from .lang import bengali_share
-from .weights import default_cache_dir
+from .weights import atomic_write, default_cache_dir
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -222,31 +236,126 @@ def image_digest(image: Image.Image) -> str:
 
 
 _FINGERPRINTS: "weakref.WeakKeyDictionary[Any, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+_DESCRIBE_DEPTH = 8  # how deep _describe follows attributes, closures and containers: far more than any preprocessing
 
 
 def _describe_preprocess(preprocess: Any) -> str:
-    """A stable description of a preprocessing function, for the cache key.
+    """A stable description of a preprocessing function or object, for the cache key.
 
-    An object with its own ``repr`` (``Preprocess(size=224, ...)``, a torchvision ``Compose``) is described by it;
-    a plain function by its name and a hash of its bytecode, so that editing it invalidates the cache.
+    It holds every parameter, so that changing any of them gives another cache: an object (``Preprocess(224)``, a
+    torchvision ``Compose``) is described by its class, each of its attributes (``size``, ``mean``, ``std``, a
+    resampling mode, a crop, a list of transforms; tensors by a hash of their values) and the code of its
+    ``__call__`` (``forward`` for a module); a function by its name and code, its default arguments, the variables
+    it closes over and the data it reads from its module (a ``MEAN`` constant, a transform object). So editing that
+    code changes the key too. No memory address enters it: the key is the same in every process.
     """
-    if preprocess is None:
-        return "none"
-    code = getattr(preprocess, "__code__", None)
-    if code is not None:
-        consts = repr(code.co_consts).encode()
-        return f"{preprocess.__module__}.{preprocess.__qualname__}:{hashlib.sha256(code.co_code + consts).hexdigest()}"
-    if type(preprocess).__repr__ is not object.__repr__:
-        return repr(preprocess)
-    return f"{type(preprocess).__module__}.{type(preprocess).__qualname__}"
+    return _describe(preprocess, 0, frozenset())
+
+
+def _describe(value: Any, depth: int, seen: frozenset[int]) -> str:
+    """``value`` as text for the cache key (see :func:`_describe_preprocess`)."""
+    if value is None or isinstance(value, (bool, str, bytes)):
+        return repr(value)
+    if isinstance(value, enum.Enum):  # before numbers: PIL's Image.Resampling.BICUBIC is an IntEnum
+        return f"{_qualified_name(type(value))}.{value.name}"
+    if isinstance(value, numbers.Number):
+        return repr(value)
+    if isinstance(value, (Tensor, np.ndarray)):
+        return _array_digest(value)
+    if isinstance(value, types.CodeType):
+        return _code_digest(value)
+    if depth > _DESCRIBE_DEPTH or id(value) in seen:
+        return f"<{_qualified_name(type(value))}>"
+    seen = seen | {id(value)}
+
+    def inner(part: Any) -> str:
+        return _describe(part, depth + 1, seen)
+
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}[{', '.join(map(inner, value))}]"
+    if isinstance(value, (set, frozenset)):
+        return f"{type(value).__name__}{{{', '.join(sorted(map(inner, value)))}}}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(sorted(f"{inner(k)}: {inner(v)}" for k, v in value.items())) + "}"
+    if isinstance(value, functools.partial):
+        return f"partial({inner(value.func)}, {inner(value.args)}, {inner(value.keywords)})"
+    if isinstance(value, types.MethodType):  # a bound method: its object's parameters matter too
+        return f"{inner(value.__self__)}.{inner(value.__func__)}"
+    if isinstance(value, types.FunctionType):
+        return _describe_function(value, inner)
+    if isinstance(value, (type, types.ModuleType)) or (not hasattr(value, "__dict__") and hasattr(value, "__qualname__")):
+        return _qualified_name(value)  # a class, a module, a built-in function
+    if isinstance(value, torch.nn.Module):  # e.g. torchvision's Resize: attributes, own tensors, sub-modules
+        fields = {k: v for k, v in vars(value).items() if not k.startswith("_") and k != "training"}
+        fields["tensors"] = {**dict(value.named_parameters(recurse=False)), **dict(value.named_buffers(recurse=False))}
+        fields["children"] = dict(value.named_children())
+        return f"{_qualified_name(type(value))}({inner(fields)}){_method_digest(type(value), 'forward')}"
+    if hasattr(value, "__dict__"):  # any other object: its attributes (and what it wraps) and its __call__
+        fields = {k: v for k, v in vars(value).items() if not k.startswith("__") or k == "__wrapped__"}
+        return f"{_qualified_name(type(value))}({inner(fields)}){_method_digest(type(value), '__call__')}"
+    if type(value).__repr__ is not object.__repr__:
+        return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+    return _qualified_name(type(value))
+
+
+def _describe_function(function: types.FunctionType, inner: Callable[[Any], str]) -> str:
+    """A function's name and code, and the values it depends on: defaults, closure, data read from its module."""
+    code = function.__code__
+    closure = {}
+    for name, cell in zip(code.co_freevars, function.__closure__ or ()):
+        with contextlib.suppress(ValueError):  # an empty cell: a variable not assigned yet
+            closure[name] = cell.cell_contents
+    module_data = {name: function.__globals__[name] for name in code.co_names
+                   if name in function.__globals__ and _is_parameter(function.__globals__[name])}
+    values = {"defaults": function.__defaults__, "kwdefaults": function.__kwdefaults__, "closure": closure,
+              "globals": module_data}
+    return f"{function.__module__}.{function.__qualname__}:{_code_digest(code)}{inner(values)}"
+
+
+def _is_parameter(value: Any) -> bool:
+    """Whether a module-level name a function reads can hold a parameter (a number, a tensor, a transform object).
+    Functions, classes and modules cannot: their names are part of the function's code already."""
+    return not isinstance(value, (types.FunctionType, types.BuiltinFunctionType, type, types.ModuleType))
+
+
+def _code_digest(code: types.CodeType) -> str:
+    """A hash of a code object: its bytecode, the names it uses and its constants (nested code, e.g. a lambda
+    inside, recursively; ``repr`` would give its memory address, which changes from process to process)."""
+    h = hashlib.sha256(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for constant in code.co_consts:
+        h.update(_describe(constant, 0, frozenset()).encode())
+    return h.hexdigest()[:16]
+
+
+def _method_digest(cls: type, name: str) -> str:
+    """``":<hash>"`` of the code of ``cls.<name>`` when it is written in Python, else ``""``."""
+    code = getattr(getattr(cls, name, None), "__code__", None)
+    return f":{_code_digest(code)}" if code is not None else ""
+
+
+def _qualified_name(thing: Any) -> str:
+    return f"{getattr(thing, '__module__', None) or ''}.{getattr(thing, '__qualname__', getattr(thing, '__name__', '?'))}"
+
+
+def _tensor_bytes(tensor: Tensor) -> np.ndarray:
+    """The raw bytes of a tensor, whatever its dtype, as a flat uint8 array."""
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+
+
+def _array_digest(array: Tensor | np.ndarray) -> str:
+    """dtype, shape and a hash of the values of a tensor or a NumPy array."""
+    data = np.ascontiguousarray(array).tobytes() if isinstance(array, np.ndarray) else _tensor_bytes(array).tobytes()
+    return f"{array.dtype}{tuple(array.shape)}:{hashlib.sha256(data).hexdigest()[:16]}"
 
 
 def model_fingerprint(model: Any, preprocess: Any = None) -> str:
-    """A short hash identifying ``model``'s weights (and ``preprocess``): the name of its embedding cache.
+    """A short hash identifying ``model``'s weights and ``preprocess``: the name of its embedding cache.
 
     It hashes the name, dtype, shape and bytes of every tensor of ``model.state_dict()``; this is computed once per
     model and recomputed only when a weight changes (e.g. after more training). An object without a
-    ``state_dict`` may instead carry its own ``fingerprint`` string attribute.
+    ``state_dict`` may instead carry its own ``fingerprint`` string attribute. ``preprocess`` enters with every
+    parameter (size, mean, std, resampling, crop, ...): see :func:`_describe_preprocess`.
     """
     if not hasattr(model, "state_dict"):
         own = getattr(model, "fingerprint", None)
@@ -267,50 +376,167 @@ def model_fingerprint(model: Any, preprocess: Any = None) -> str:
         else:
             h = hashlib.sha256(type(model).__qualname__.encode())
             for name in sorted(state):
-                t = state[name].detach().cpu().contiguous()
-                h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-                h.update(t.reshape(-1).view(torch.uint8).numpy())  # the raw bytes, whatever the dtype
+                h.update(f"{name}:{state[name].dtype}:{tuple(state[name].shape)}".encode())
+                h.update(_tensor_bytes(state[name]))  # the raw bytes, whatever the dtype
             weights = h.hexdigest()
             _FINGERPRINTS[model] = (version, weights)
     return hashlib.sha256(f"{weights}|{_describe_preprocess(preprocess)}".encode()).hexdigest()[:32]
+
+
+# The cache file. Nothing read from it is trusted: every row carries a checksum, and every size is checked.
+_CACHE_FORMAT = "mmcore-search-cache-2"  # 2: a checksum per row
+_CHECKSUM_BYTES = 8  # BLAKE2b-64 per row: a flipped byte goes unnoticed with probability 2^-64
+_EMBEDDING_DIMS: dict[str, int] = {}  # fingerprint -> the embedding size that model gave (in this process)
+_CACHE_LOCK = threading.Lock()  # one cache read or write at a time in this process; flock serialises processes
+
+
+class _Unusable(Exception):
+    """A cache file that cannot be used at all: not safetensors, torn, or not the tensors a cache holds."""
+
+
+def _file_version(path: Path) -> tuple[int, int, int] | None:
+    """Which version of a file is there, as (inode, size, modification time); None when there is none.
+    Every write publishes a new file (a rename), so each version has its own."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _digest_matrix(digests: Sequence[bytes]) -> Tensor:
+    """32-byte digests -> ``(M, 32)`` uint8."""
+    return torch.from_numpy(np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 32).copy())
+
+
+def _checksums(digests: Sequence[bytes], embeddings: Tensor) -> Tensor:
+    """``(M, 8)`` uint8: BLAKE2b of each row's digest and embedding bytes, so that a flipped byte of either shows."""
+    rows = embeddings.contiguous().view(torch.uint8).numpy()  # (M, 2 D): the float16 bytes of each row
+    sums = b"".join(hashlib.blake2b(key + row.tobytes(), digest_size=_CHECKSUM_BYTES).digest()
+                    for key, row in zip(digests, rows))
+    return torch.from_numpy(np.frombuffer(sums, dtype=np.uint8).reshape(-1, _CHECKSUM_BYTES).copy())
+
+
+def _read_cache_file(path: Path) -> tuple[Tensor, list[bytes], int]:
+    """The rows of a cache file that pass every check: ``(embeddings (M, D) float16, their digests, rows dropped)``.
+
+    The file must hold the three tensors, with their dtypes and matching shapes, else :class:`_Unusable`; then
+    each row must be finite and match its checksum, else it is dropped.
+    """
+    from safetensors.torch import load_file
+
+    try:
+        data = load_file(str(path))
+    except Exception as error:  # garbage, a torn file, no permission: whatever it is, it is only a cache
+        raise _Unusable(f"{type(error).__name__}: {error}") from None
+    embeddings, keys, sums = data.get("embeddings"), data.get("sha256"), data.get("checksum")
+    if embeddings is None or keys is None or sums is None:
+        raise _Unusable(f"it holds the tensors {sorted(data)}, not embeddings, sha256 and checksum")
+    if embeddings.dtype != torch.float16 or embeddings.ndim != 2 or embeddings.shape[1] == 0:
+        raise _Unusable(f"its embeddings are {embeddings.dtype} {tuple(embeddings.shape)}, not float16 (M, D)")
+    m = embeddings.shape[0]
+    for name, tensor, width in (("sha256", keys, 32), ("checksum", sums, _CHECKSUM_BYTES)):
+        if tensor.dtype != torch.uint8 or tuple(tensor.shape) != (m, width):
+            raise _Unusable(f"its {name} tensor is {tensor.dtype} {tuple(tensor.shape)}, not uint8 {(m, width)}")
+    raw = keys.numpy().tobytes()
+    digests = [raw[32 * i:32 * (i + 1)] for i in range(m)]
+    good = torch.isfinite(embeddings).all(dim=1) & (_checksums(digests, embeddings) == sums).all(dim=1)  # (M,)
+    if bool(good.all()):
+        return embeddings, digests, 0
+    kept = [d for d, ok in zip(digests, good.tolist()) if ok]
+    return embeddings[good], kept, m - len(kept)  # (M', D)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold the lock of one cache: other threads of this process wait, and on POSIX other processes too.
+
+    The inter-process lock is ``fcntl.flock`` on ``lock_path``, a file beside the cache that is deleted on release
+    (so none lingers). Where flock is missing (Windows) or refused (some network file systems) only threads are
+    serialised; every write still merges what it finds on disk and publishes atomically.
+    """
+    with _CACHE_LOCK:
+        fd = _flock(lock_path) if fcntl is not None else None
+        try:
+            yield
+        finally:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(lock_path)  # while we hold it: whoever then locks the deleted file tries again
+                os.close(fd)  # releases the lock
+
+
+def _flock(lock_path: Path) -> int | None:
+    """Lock ``lock_path`` exclusively, waiting for its holder; the open file, or None where locking is impossible."""
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return None  # e.g. a read-only cache folder: nothing will be written there either
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException as error:
+            os.close(fd)
+            if isinstance(error, OSError):
+                return None  # flock refused: go on without the inter-process lock
+            raise
+        if _is_file_at(fd, lock_path):
+            return fd
+        os.close(fd)  # its holder deleted the file we locked while we waited: lock the new one
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 class EmbeddingCache:
     """Embeddings of one model, keyed by the SHA-256 of the content they were computed from.
 
     Stored in ``<root>/search/<fingerprint>.safetensors`` (``root``: ``$MMCORE_CACHE`` or ``~/.cache/mmcore``) as
-    two tensors: ``embeddings`` float16 ``(M, D)`` and ``sha256`` uint8 ``(M, 32)``. safetensors files hold only
-    tensors (no pickle, no code). :meth:`save` writes a temporary file and renames it, so an interrupted save
-    never leaves a broken cache; a cache file that cannot be read is ignored with a warning (and rebuilt).
+    three tensors: ``embeddings`` float16 ``(M, D)``, ``sha256`` uint8 ``(M, 32)`` and ``checksum`` uint8
+    ``(M, 8)`` (BLAKE2b of each row's digest and embedding). safetensors files hold only tensors (no pickle, no code).
+
+    Nothing read is trusted. A row that is not finite or fails its checksum is dropped (its image is encoded again,
+    with a warning). A file that cannot be read at all (garbage, torn, wrong tensors), or whose embeddings have
+    another size than the model's, is set aside as ``<name>.bad`` with a warning and rebuilt: never an error.
+
+    Builders may share a cache, in threads or processes: :meth:`save` holds a lock (``fcntl.flock`` on
+    ``<name>.lock``, beside the file, on POSIX), takes in what others saved since we read the file, and writes a
+    temporary file of its own that an atomic rename publishes. So no entry is lost and no reader sees half a file.
     """
 
     def __init__(self, fingerprint: str, root: str | os.PathLike | None = None) -> None:
         base = Path(root).expanduser() if root is not None else default_cache_dir()
+        self.fingerprint = fingerprint
         self.path = base / "search" / f"{fingerprint}.safetensors"
-        self._stored = torch.empty(0, 0, dtype=torch.float16)  # (M, D) rows already in the file
+        self._stored = torch.empty(0, 0, dtype=torch.float16)  # (M, D) rows read from the file
         self._row: dict[bytes, int] = {}  # digest -> row of _stored
         self._new: dict[bytes, Tensor] = {}  # digest -> (D,) embedding added since the last save
+        self._seen: tuple[int, int, int] | None = None  # the file version read or written last
         if self.path.exists():
-            self._read()
-
-    def _read(self) -> None:
-        from safetensors.torch import load_file
-
-        try:
-            data = load_file(str(self.path))
-            stored, keys = data["embeddings"], data["sha256"]  # (M, D) float16, (M, 32) uint8
-            if stored.ndim != 2 or keys.shape != (stored.shape[0], 32):
-                raise ValueError("unexpected tensor shapes")
-        except Exception as error:  # a damaged cache must not stop the indexing: it is only a cache
-            warnings.warn(f"ignoring the unreadable search cache {self.path} ({error}); it will be rewritten",
-                          stacklevel=3)
-            return
-        self._stored = stored
-        raw = keys.contiguous().numpy().tobytes()
-        self._row = {raw[32 * i:32 * (i + 1)]: i for i in range(keys.shape[0])}
+            with self._locked():
+                self._read()
+        if fingerprint in _EMBEDDING_DIMS:
+            self._keep_only_size(_EMBEDDING_DIMS[fingerprint])
 
     def __len__(self) -> int:
         return len(self._row) + len(self._new)
+
+    @property
+    def dim(self) -> int | None:
+        """The size ``D`` of the embeddings held (None while there are none)."""
+        if self._row:
+            return self._stored.shape[1]
+        return next(iter(self._new.values())).shape[0] if self._new else None
+
+    @property
+    def size_known(self) -> bool:
+        """Whether this model's embedding size is known (it encoded an image in this process), so that the cached
+        rows have been checked against it; until then :func:`build_index` encodes an image to learn it."""
+        return self.fingerprint in _EMBEDDING_DIMS
 
     def get(self, digest: str) -> Tensor | None:
         """The cached ``(D,)`` float16 embedding for a hex ``digest``, or None."""
@@ -321,25 +547,106 @@ class EmbeddingCache:
         return None if row is None else self._stored[row]
 
     def put(self, digest: str, embedding: Tensor) -> None:
-        """Remember one ``(D,)`` embedding (kept in memory until :meth:`save`)."""
-        self._new[bytes.fromhex(digest)] = embedding.detach().to("cpu", torch.float16)
+        """Remember one ``(D,)`` embedding (kept in memory until :meth:`save`); embeddings of another size held so far
+        are forgotten."""
+        embedding = embedding.detach().to("cpu", torch.float16)
+        self._keep_only_size(embedding.shape[0])
+        self._new[bytes.fromhex(digest)] = embedding
+
+    def expect_dim(self, dim: int) -> None:
+        """Tell the cache that the model gives ``dim``-dimensional embeddings (remembered for this model in this
+        process: :attr:`size_known`). Embeddings of another size (a file written by something else) are forgotten,
+        and their file set aside, with a warning."""
+        _EMBEDDING_DIMS[self.fingerprint] = dim
+        self._keep_only_size(dim)
+
+    def _keep_only_size(self, dim: int) -> None:
+        held = self.dim
+        if held is None or held == dim:
+            return
+        if self._row:
+            with self._locked():
+                self._set_aside(self._seen, "wrong-size", f"it holds {held}-dimensional embeddings but the model "
+                                f"gives {dim}")
+        self._stored, self._row, self._new = torch.empty(0, 0, dtype=torch.float16), {}, {}
 
     def save(self) -> None:
-        """Write the new embeddings (if any) to the cache file, atomically."""
+        """Write the new embeddings (if any) to the cache file: under the lock, after taking in what other builders
+        saved since we read it, through a temporary file of our own and an atomic rename."""
         if not self._new:
             return
         from safetensors.torch import save_file
 
-        new = torch.stack(list(self._new.values()))  # (M', D)
-        keys = list(self._row) + list(self._new)
-        embeddings = torch.cat([self._stored, new]) if self._stored.numel() else new  # (M + M', D)
-        digests = torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8).view(-1, 32)  # (M + M', 32)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        save_file({"embeddings": embeddings.contiguous(), "sha256": digests}, str(temporary),
-                  metadata={"format": "mmcore-search-cache-1"})
-        os.replace(temporary, self.path)
-        self._stored, self._row, self._new = embeddings, {key: i for i, key in enumerate(keys)}, {}
+        with self._locked():
+            self._read()  # what other builders saved meanwhile (nothing to do if the file is the one we read)
+            keys = list(self._row) + list(self._new)
+            new = torch.stack(list(self._new.values()))  # (M', D)
+            embeddings = torch.cat([self._stored, new]) if self._row else new  # (M + M', D)
+            tensors = {"embeddings": embeddings.contiguous(), "sha256": _digest_matrix(keys),
+                       "checksum": _checksums(keys, embeddings)}
+            atomic_write(self.path, lambda temporary: save_file(tensors, str(temporary),
+                                                                 metadata={"format": _CACHE_FORMAT}))
+            self._stored, self._row, self._new = embeddings, {key: i for i, key in enumerate(keys)}, {}
+            self._seen = _file_version(self.path)
+
+    def _locked(self) -> contextlib.AbstractContextManager:
+        return _exclusive(self.path.with_name(self.path.name + ".lock"))
+
+    def _read(self) -> None:
+        """Take in the usable rows of the cache file that we do not hold yet (call with the lock held)."""
+        version = _file_version(self.path)
+        if version is None or version == self._seen:  # no file, or the one we read or wrote last
+            self._seen = version
+            return
+        self._seen = version
+        try:
+            embeddings, digests, dropped = _read_cache_file(self.path)
+        except _Unusable as error:
+            self._set_aside(version, "unreadable", str(error))
+            return
+        if dropped:
+            warnings.warn(f"dropped {dropped} damaged {'entry' if dropped == 1 else 'entries'} of the search cache "
+                          f"{self.path} (not finite, or not matching their checksum): those images are encoded again",
+                          stacklevel=4)
+        if self.dim not in (None, embeddings.shape[1]):  # ours came from the model: the file's are wrong
+            self._set_aside(version, "wrong-size", f"it holds {embeddings.shape[1]}-dimensional embeddings but the "
+                            f"model gives {self.dim}")
+            return
+        self._absorb(embeddings, digests)
+
+    def _absorb(self, embeddings: Tensor, digests: list[bytes]) -> None:
+        """Add the rows of ``embeddings`` ``(M, D)`` whose digests we do not hold yet."""
+        fresh = list({d: i for i, d in enumerate(digests) if d not in self._row and d not in self._new}.values())
+        if not fresh:
+            return
+        rows = embeddings if len(fresh) == len(digests) else embeddings[fresh]  # (m, D)
+        start = len(self._row)
+        self._stored = torch.cat([self._stored, rows]) if self._row else rows  # (M + m, D)
+        self._row.update({digests[i]: start + j for j, i in enumerate(fresh)})
+
+    def _set_aside(self, version: tuple[int, int, int] | None, kind: str, detail: str) -> None:
+        """Move the cache file (if it is still ``version``) out of the way, to ``<name>.bad``, and say so in a
+        warning. Call with the lock held."""
+        bad = self.path.with_name(self.path.name + ".bad")
+        action = "another builder has replaced it since"
+        if version is not None and _file_version(self.path) == version:
+            try:
+                os.replace(self.path, bad)
+                action = f"moved it to {bad.name}"
+            except OSError as error:
+                action = f"could not move it ({error}), the next save overwrites it"
+        warnings.warn(f"set aside the {kind} search cache {self.path} ({detail}): {action}; its images are encoded "
+                      "again and the cache is rebuilt", stacklevel=4)
+
+
+def _save_cache(store: EmbeddingCache) -> None:
+    """Save the cache; a failure (a full disk, a read-only folder) is a warning: the index itself is fine."""
+    try:
+        store.save()
+    except OSError as error:
+        warnings.warn(f"could not save the search cache {store.path} ({error}): the index is complete, but its new "
+                      "images will be encoded again next time", stacklevel=3)
 
 
 # -------------------------------------------------------------------------------------------------- encoding
@@ -608,6 +915,8 @@ def build_index(collection: Any, model: Any, preprocess: Callable[[Image.Image],
 
     def encode_pending() -> None:
         embeddings = encode_images(model, preprocess, [image for _, _, image in pending]).half().cpu()  # (B, D)
+        if store is not None:
+            store.expect_dim(embeddings.shape[1])  # a cache of another size is set aside
         for (position, digest, _), embedding in zip(pending, embeddings):
             rows[position] = embedding
             if store is not None:
@@ -617,6 +926,7 @@ def build_index(collection: Any, model: Any, preprocess: Callable[[Image.Image],
     bar = _progress(len(items), progress)
     try:
         for position, item in enumerate(items):
+            check_size = False  # encode this image at once, to learn the model's embedding size
             try:
                 data = None
                 if item.path is not None:  # a file: hash its bytes; decode those same bytes only if the cache misses
@@ -628,13 +938,15 @@ def build_index(collection: Any, model: Any, preprocess: Callable[[Image.Image],
                     image, labels[position] = item.fetch()
                     digest = image_digest(image)
                 cached = store.get(digest) if store is not None else None
+                if cached is not None and not store.size_known:  # not yet checked against the model's size:
+                    cached, check_size = None, True  # encoding this image checks the whole cache (expect_dim)
                 if cached is not None:
                     rows[position], n_cached = cached, n_cached + 1
                 else:  # (decoding the hashed bytes: a file replaced meanwhile cannot be cached under the old hash)
                     pending.append((position, digest, image if image is not None else load_image(data)))
             except (ImageLoadError, OSError) as error:
                 skipped.append((item.path or f"item {position}", str(error)))
-            if len(pending) == batch_size:
+            if len(pending) == batch_size or (check_size and pending):
                 encode_pending()
             bar.update(1)
         if pending:
@@ -642,7 +954,7 @@ def build_index(collection: Any, model: Any, preprocess: Callable[[Image.Image],
     finally:
         bar.close()
         if store is not None:
-            store.save()  # also after an interruption: the work done so far is kept
+            _save_cache(store)  # also after an interruption: the work done so far is kept
 
     if skipped:
         listed = "; ".join(reason.rstrip(". ") for _, reason in skipped[:3])  # each reason names its file

@@ -58,6 +58,7 @@ __all__ = [
     "resolve_checkpoint",
     "check_kind",
     "check_tensors",
+    "atomic_write",
 ]
 
 
@@ -449,10 +450,10 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, Tensor], card
     card = dict(card or {})
     tensors = {name: (t.to(dtype) if dtype is not None and t.is_floating_point() else t).detach().to("cpu").contiguous()
                for name, t in state_dict.items()}
-    _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"card": json.dumps(card)}))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"card": json.dumps(card)}))
     # the .json beside it also records the tensor file's SHA-256 (a file cannot hold its own hash)
     text = json.dumps({**card, "sha256": sha256_file(path)}, indent=2, ensure_ascii=False) + "\n"
-    _atomic_write(card_path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(card_path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 
 
@@ -522,19 +523,24 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
     return state_dict, card
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: done once, at import, before any thread starts
     os.umask(mask)
     return mask
 
 
-def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+_UMASK = _read_umask()
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` into a unique temporary file beside ``path``, then move it into place in one step: readers see
+    the old file or the new one, never a torn one, and two writers never share a temporary file."""
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it normal permissions
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private (0600); give it normal permissions
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
