@@ -398,7 +398,6 @@ class BPETokenizer:
         self.sot_token: int = self.encoder[self.config.special_tokens[0]]
         self.eot_token: int = self.encoder[self.config.special_tokens[1]]
         self._pattern = regex.compile(PATTERNS[self.config.pattern], regex.IGNORECASE)
-        self._special_split = regex.compile("(" + "|".join(regex.escape(t) for t in self.config.special_tokens) + ")")
         self._normalize = _NORMALIZERS[self.config.normalization]
         # id -> (bytes, ends a word): decoding tables
         self._id_bytes: list[bytes] = []
@@ -549,21 +548,16 @@ class BPETokenizer:
         return self._normalize(_check_text(text))
 
     def pre_tokenize(self, text: str) -> list[str]:
-        """Cut the *normalised* text into pre-tokens (special tokens are kept whole)."""
+        """Cut the *normalised* text into pre-tokens (OpenAI mode keeps special tokens whole, as OpenAI's does)."""
         return self._pretokenize(self.normalize(text))
 
     def _pretokenize(self, text: str) -> list[str]:
         if self.config.pattern == "openai":
             # OpenAI's single regex (its special-token branches only match where a match starts)
             return self._pattern.findall(text)
-        # Course: split special tokens out first, then cut the rest into words
-        out: list[str] = []
-        for i, part in enumerate(self._special_split.split(text)):
-            if i % 2:
-                out.append(part)
-            elif part:
-                out.extend(self._pattern.findall(part))
-        return out
+        # Course: words and the symbols between them. A special token's text typed by a user ("<|endoftext|>") is
+        # plain text here, so it cannot end a caption early; only __call__ places the real start/end tokens.
+        return self._pattern.findall(text)
 
     def _symbols(self, piece: str) -> list[str]:
         """A pre-token's bytes in byte-to-unicode form, with the end-of-word suffix on the last symbol."""

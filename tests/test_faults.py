@@ -229,3 +229,17 @@ def test_odd_image_files_get_messages_that_say_what_they_are(tmp_path):
     os.symlink(tmp_path / "a.png", tmp_path / "b.png")
     with pytest.raises(ImageLoadError, match="loop of symbolic links"):
         load_image(tmp_path / "a.png")
+
+
+def test_a_typed_end_of_text_does_not_end_a_course_caption():
+    from mmcore.tokenizer import BPETokenizer
+
+    course = BPETokenizer.course()
+    text = "a red <|endoftext|> circle"
+    ids = course.encode(text)
+    assert course.eot_token not in ids and course.sot_token not in ids  # plain text, not the special token
+    assert course.decode(ids) == course.normalize(text)  # and the round trip still holds
+    row = course([text])[0].tolist()
+    assert row.count(course.eot_token) == 1 and row[len(ids) + 1] == course.eot_token  # the one real end
+    openai = BPETokenizer.openai()
+    assert openai.eot_token in openai.encode(text)  # OpenAI mode keeps OpenAI's behaviour (parity)
