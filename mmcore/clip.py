@@ -379,6 +379,23 @@ def clip_loss(logits_per_image: Tensor, logits_per_text: Tensor | None = None) -
 
 
 @torch.no_grad()
+def _check_classes(classnames: Sequence[str], templates: Sequence[str]) -> None:
+    """Clear errors for what would otherwise fail deep inside (or silently give identical classes)."""
+    if isinstance(classnames, str) or isinstance(templates, str):
+        raise TypeError("classnames and templates must be lists of strings, not one string: wrap it in [...]")
+    if len(classnames) == 0:
+        raise ValueError("no class names: zero-shot classification needs at least one class, e.g. ['cat', 'dog']")
+    bad = [c for c in classnames if not isinstance(c, str) or not c.strip()]
+    if bad:
+        raise ValueError(f"every class name must be a non-empty string; got {bad[0]!r}")
+    if len(templates) == 0:
+        raise ValueError("no templates: pass at least one, e.g. ['a photo of a {}.']")
+    for template in templates:
+        if not isinstance(template, str) or template.count("{}") != 1:
+            raise ValueError(f"each template needs exactly one '{{}}' where the class name goes; got {template!r} "
+                             "(without it every class would get the same prompt)")
+
+
 def zero_shot_classifier(
     model: CLIP,
     tokenizer: Callable[..., Tensor],
@@ -391,6 +408,7 @@ def zero_shot_classifier(
     Prompt ensembling: each class name is put into every template (``"a photo of a {}."``), each prompt embedded
     and normalised, the embeddings averaged over templates and the average normalised again.
     """
+    _check_classes(classnames, templates)
     device = next(model.parameters()).device
     prompts = [template.format(name) for name in classnames for template in templates]  # C * K strings, class-major
     embeddings = []

@@ -243,3 +243,18 @@ def test_a_typed_end_of_text_does_not_end_a_course_caption():
     assert row.count(course.eot_token) == 1 and row[len(ids) + 1] == course.eot_token  # the one real end
     openai = BPETokenizer.openai()
     assert openai.eot_token in openai.encode(text)  # OpenAI mode keeps OpenAI's behaviour (parity)
+
+
+@pytest.mark.parametrize("classnames, templates, error, message", [
+    ([], ("a photo of a {}.",), ValueError, "at least one class"),
+    (["cat", None], ("a photo of a {}.",), ValueError, "non-empty string; got None"),
+    (["cat", "dog"], ("a photo",), ValueError, "exactly one '{}'"),
+    ("cat", ("a photo of a {}.",), TypeError, "not one string"),
+    (["cat"], (), ValueError, "no templates"),
+])
+def test_zero_shot_classifier_input_errors(classnames, templates, error, message):
+    from mmcore import clip as clip_module
+
+    model, _, tokenizer = clip_module.load("shapes-tiny", device="cpu")
+    with pytest.raises(error, match=message.replace("{", "\\{").replace("}", "\\}")):
+        clip_module.zero_shot_classifier(model, tokenizer, classnames, templates)
