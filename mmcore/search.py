@@ -84,6 +84,7 @@ __all__ = [
     "ImageIndex",
     "build_index",
     "search_results",
+    "query_is_cut",
     "query_language",
 ]
 
@@ -667,14 +668,15 @@ def encode_images(model: Any, preprocess: Callable[[Image.Image], Tensor], image
 
 
 @torch.inference_mode()
-def encode_texts(model: Any, tokenizer: Callable[..., Tensor], texts: Sequence[str]) -> Tensor:
-    """Unit-length float32 embeddings ``(B, D)`` of texts; too-long texts are truncated, not refused.
+def encode_texts(model: Any, tokenizer: Callable[..., Tensor], texts: Sequence[str], truncate: bool = False) -> Tensor:
+    """Unit-length float32 embeddings ``(B, D)`` of texts.
 
-    The tokenizer is called as ``tokenizer(texts, truncate=True)``, like OpenAI's ``clip.tokenize``.
+    A text longer than the model reads raises the tokenizer's clear error (as zero-shot does), unless
+    ``truncate=True`` cuts it, like OpenAI's ``clip.tokenize(..., truncate=True)``: a visible choice, never silent.
     """
     if tokenizer is None:
         raise ValueError("this index has no tokenizer: pass tokenizer= to build_index to search with text")
-    tokens = tokenizer(list(texts), truncate=True).to(_device_of(model))  # (B, L)
+    tokens = tokenizer(list(texts), truncate=truncate).to(_device_of(model))  # (B, L)
     return F.normalize(model.encode_text(tokens).float(), dim=-1)  # (B, D)
 
 
@@ -806,15 +808,16 @@ class ImageIndex:
             raise ValueError("this index was built from embeddings only: it has no images")
         return self._loaders[i]()
 
-    def embed(self, query: Query) -> Tensor:
-        """Unit-length float32 embeddings ``(Q, D)`` of a query: text(s), image(s), image path(s) or embeddings."""
+    def embed(self, query: Query, truncate: bool = False) -> Tensor:
+        """Unit-length float32 embeddings ``(Q, D)`` of a query: text(s), image(s), image path(s) or embeddings.
+        ``truncate``: cut texts longer than the model reads (else they raise a clear error)."""
         if isinstance(query, Tensor):
             return F.normalize(torch.atleast_2d(query).float(), dim=-1)
         queries = [query] if isinstance(query, (str, os.PathLike, Image.Image)) else list(query)
         if not queries:
             raise ValueError("the query list is empty")
         if all(isinstance(q, str) for q in queries):
-            return encode_texts(self._model(), self.tokenizer, queries)
+            return encode_texts(self._model(), self.tokenizer, queries, truncate)
         if all(isinstance(q, (os.PathLike, Image.Image)) for q in queries):
             images = [q if isinstance(q, Image.Image) else load_image(q) for q in queries]
             return encode_images(self._model(), self.preprocess, images)
@@ -832,18 +835,19 @@ class ImageIndex:
             return self._faiss_topk(queries, k)
         return cosine_topk(queries, self.embeddings, k, normalized=True)
 
-    def search(self, query: Query, k: int = 5) -> list[SearchResult] | list[list[SearchResult]]:
+    def search(self, query: Query, k: int = 5, truncate: bool = False) -> list[SearchResult] | list[list[SearchResult]]:
         """The ``k`` images most similar to ``query``, best first.
 
         ``query``: a text (tokenised with the index's tokenizer), a PIL image, a ``pathlib.Path`` to an image, an
         embedding ``(D,)``, or a list of those / a ``(Q, D)`` tensor. One query gives a list of
         :class:`SearchResult`; a list of queries gives one such list per query. If ``k`` exceeds the number of
-        images, all images are returned (``k`` is clipped to ``len(index)``).
+        images, all images are returned (``k`` is clipped to ``len(index)``). A text longer than the model reads
+        raises a clear error unless ``truncate=True``.
         """
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive int; got {k!r}")
         single = isinstance(query, (str, os.PathLike, Image.Image)) or (isinstance(query, Tensor) and query.ndim == 1)
-        top = self.topk(self.embed(query), k)  # (Q, k)
+        top = self.topk(self.embed(query, truncate), k)  # (Q, k)
         results = [[SearchResult(i, s, self.paths[i], self.labels[i])
                     for s, i in zip(scores.tolist(), indices.tolist())]
                    for scores, indices in zip(top.scores, top.indices)]
@@ -986,14 +990,15 @@ def query_language(text: str) -> str:
     return "bn" if bengali_share(text) >= 0.5 else "en"
 
 
-def search_results(index: ImageIndex, query_text: str, k: int = 8,
-                   lang: str | None = None) -> list[tuple[Image.Image, str, float]]:
+def search_results(index: ImageIndex, query_text: str, k: int = 8, lang: str | None = None,
+                   truncate: bool = True) -> list[tuple[Image.Image, str, float]]:
     """What a search box shows for ``query_text``: ``(image, caption, score)`` for the ``k`` best images.
 
     The caption of a Shapes picture is written in ``lang`` (default: the query's own language, so a Bengali query
     gets Bengali captions); other items show their label, else their file name. A blank query gives an empty list
-    (nothing typed yet). This is the callback behind lesson 02's search widget, kept free of any widget code so that
-    it can be tested.
+    (nothing typed yet). A query longer than the model reads is cut to fit (``truncate``; the search box says so,
+    see :func:`query_is_cut`). This is the callback behind lesson 02's search widget, kept free of any widget code so
+    that it can be tested.
     """
     if not query_text.strip():
         return []
@@ -1004,4 +1009,12 @@ def search_results(index: ImageIndex, query_text: str, k: int = 8,
             return caption(index.attributes[hit.index], lang)
         return hit.label or Path(hit.path or f"#{hit.index}").name
 
-    return [(index.image(hit.index), caption_of(hit), hit.score) for hit in index.search(query_text.strip(), k=k)]
+    hits = index.search(query_text.strip(), k=k, truncate=truncate)
+    return [(index.image(hit.index), caption_of(hit), hit.score) for hit in hits]
+
+
+def query_is_cut(index: ImageIndex, query_text: str) -> bool:
+    """True when ``query_text`` is longer than the index's model reads (so a truncating search cuts it)."""
+    tokenizer = index.tokenizer
+    limit = getattr(tokenizer, "context_length", None)
+    return bool(limit and query_text.strip() and len(tokenizer.encode(query_text.strip())) + 2 > limit)

@@ -13,13 +13,13 @@ from typing import Any
 import ipywidgets as widgets
 from PIL import Image
 
-from .search import search_results
+from .search import query_is_cut, search_results
 
 LABELS = {
     "en": {"placeholder": "type a query, e.g. a red star", "button": "Search", "empty": "Type a query and press Enter.",
-           "none": "No results."},
+           "none": "No results.", "cut": "(the query was cut to the length the model reads)"},
     "bn": {"placeholder": "কিছু লিখুন, যেমন একটি লাল তারা", "button": "খুঁজুন", "empty": "কিছু লিখে Enter চাপুন।",
-           "none": "কিছু পাওয়া যায়নি।"},
+           "none": "কিছু পাওয়া যায়নি।", "cut": "(মডেল যতটা পড়ে, কোয়েরিটি ততটুকু কেটে নেওয়া হয়েছে)"},
 }
 # Lessons share their code between the English and the Bengali notebook, so they use both languages at once.
 LABELS["both"] = {key: f"{LABELS['en'][key]} · {LABELS['bn'][key]}" for key in LABELS["en"]}
@@ -70,6 +70,8 @@ class SearchBox(widgets.VBox):
         self.results.children = [result_card(image, caption, score, self.thumb) for image, caption, score in hits]
         self.status.value = (html.escape(f"“{text.strip()}”: {len(hits)}") if hits
                              else self.labels["empty" if not text.strip() else "none"])
+        if hits and query_is_cut(self.index, text):
+            self.status.value += " " + html.escape(self.labels["cut"])
         self.last = hits
 
 

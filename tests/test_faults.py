@@ -258,3 +258,23 @@ def test_zero_shot_classifier_input_errors(classnames, templates, error, message
     model, _, tokenizer = clip_module.load("shapes-tiny", device="cpu")
     with pytest.raises(error, match=message.replace("{", "\\{").replace("}", "\\}")):
         clip_module.zero_shot_classifier(model, tokenizer, classnames, templates)
+
+
+def test_search_cuts_a_long_query_only_when_asked_and_the_search_box_says_so():
+    from mmcore import clip as clip_module
+    from mmcore.data import ShapesDataset
+    from mmcore.search import build_index
+    from mmcore.tokenizer import ContextLengthError
+    from mmcore.widgets import search_box
+
+    model, preprocess, tokenizer = clip_module.load("shapes-tiny", device="cpu")
+    index = build_index(ShapesDataset("test", n=8, image_size=32, seed=1), model, preprocess, tokenizer, cache=False,
+                        progress=False)
+    long_query = "a red circle " + "and a very long story about it " * 6  # more than the model's 32 positions
+    with pytest.raises(ContextLengthError, match="truncate=True"):
+        index.search(long_query)  # as zero-shot: a clear error, not a silent cut
+    assert len(index.search(long_query, truncate=True)) == 5
+    box = search_box(index, k=3, lang="en")
+    assert len(box.run(long_query)) == 3 and "cut to the length the model reads" in box.status.value
+    box.run("a red circle")
+    assert "cut to" not in box.status.value
