@@ -639,7 +639,7 @@ class BPETokenizer:
             if i in specials:
                 if skip_special_tokens:
                     continue
-                parts.append(id_bytes[i] + (b" " if self.config.end_of_word else b""))
+                parts.append(id_bytes[i])  # no space after a special token: OpenAI's decode writes none either
                 continue
             parts.append(id_bytes[i] + b" " if ends[i] else id_bytes[i])
         text = b"".join(parts).decode("utf-8", errors="replace")

@@ -278,3 +278,13 @@ def test_search_cuts_a_long_query_only_when_asked_and_the_search_box_says_so():
     assert len(box.run(long_query)) == 3 and "cut to the length the model reads" in box.status.value
     box.run("a red circle")
     assert "cut to" not in box.status.value
+
+
+def test_openai_mode_decodes_special_tokens_as_openai_does():
+    from mmcore.tokenizer import BPETokenizer
+
+    oa = BPETokenizer.openai()
+    ids = [i for i in oa("a photo of a cat")[0].tolist() if i]
+    # OpenAI's SimpleTokenizer.decode: "".join(tokens).replace("</w>", " "): no space after <|startoftext|>
+    assert oa.decode(ids, skip_special_tokens=False) == "<|startoftext|>a photo of a cat <|endoftext|>"
+    assert oa.decode(ids) == "a photo of a cat"
