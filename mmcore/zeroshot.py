@@ -67,6 +67,8 @@ def class_prompts(shape: str, color: str, lang: str = "en", templates: Sequence[
     A template that also names ``{size}`` or ``{position}`` is filled with every size and position (10 prompts),
     so that the class embedding does not favour one of them.
     """
+    if lang not in EVAL_TEMPLATES:
+        raise ValueError(f"lang must be one of {sorted(EVAL_TEMPLATES)}; got {lang!r}")
     templates = EVAL_TEMPLATES[lang] if templates is None else templates
     prompts = []
     for template in templates:

@@ -288,3 +288,10 @@ def test_openai_mode_decodes_special_tokens_as_openai_does():
     # OpenAI's SimpleTokenizer.decode: "".join(tokens).replace("</w>", " "): no space after <|startoftext|>
     assert oa.decode(ids, skip_special_tokens=False) == "<|startoftext|>a photo of a cat <|endoftext|>"
     assert oa.decode(ids) == "a photo of a cat"
+
+
+def test_an_unknown_language_is_named_not_a_key_error():
+    from mmcore.zeroshot import class_prompts
+
+    with pytest.raises(ValueError, match="lang must be one of .*got 'fr'"):
+        class_prompts("circle", "red", "fr")
