@@ -33,7 +33,8 @@ from torch import Tensor, nn
 
 from .images import OPENAI_MEAN, OPENAI_STD, normalize, to_tensor
 from .transformer import Transformer, init_transformer_
-from .weights import CHECKPOINT_DIR, DictConfig, check_kind, check_tensors, download, load_checkpoint, read_state_dict, save_checkpoint
+from .weights import (CHECKPOINT_DIR, DictConfig, check_kind, check_tensors, download, load_checkpoint, read_state_dict,
+                      save_checkpoint)
 
 __all__ = [
     "CLIPConfig",

@@ -54,7 +54,8 @@ from .images import to_pil
 from .sampling import RERANK_BY, PromptTooLongError, classifier_free_guidance, rerank_scores, sample_from_logits
 from .tokenizer import BPETokenizer, ContextLengthError
 from .transformer import KVCache, Transformer, init_transformer_
-from .weights import CHECKPOINT_DIR, DictConfig, check_kind, check_tensors, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .weights import (CHECKPOINT_DIR, DictConfig, check_kind, check_tensors, load_checkpoint, resolve_checkpoint,
+                      save_checkpoint)
 
 __all__ = [
     "DALLEConfig",

@@ -54,11 +54,16 @@ from .images import ImageLoadError, load_image, to_tensor
 
 __all__ = [
     "SHAPES", "COLORS", "SIZES", "POSITIONS", "COLOR_RGB", "RELATIONS", "HELDOUT", "SPLITS", "LANGS",
-    "TRAIN_TEMPLATES", "BASE_TEMPLATES", "EVAL_TEMPLATES", "UNSEEN_PHRASINGS", "RELATION_TEMPLATES", "compositions", "sample_attributes", "render",
+    "WATCH_SEED", "EVAL_SEED", "TRAIN_TEMPLATES", "BASE_TEMPLATES", "EVAL_TEMPLATES", "UNSEEN_PHRASINGS", "RELATION_TEMPLATES", "compositions", "sample_attributes", "render",
     "caption", "phrased_prompts", "pair_prompt", "seen_pairs", "NUM_COMBOS", "combo_index", "combo_attributes",
     "render_images", "rendered_chunks", "dataset_images", "frame_caption", "filler_words", "bn_genitive", "ShapesDataset", "caption_corpus", "Photo", "sample_photos", "load_image",
     "ImageLoadError",
 ]
+
+#: The random streams of the fixed evaluation pictures (never a training stream): the one a training run watches
+#: while it trains (its loss / accuracy curves), and the one of the final measurements (checkpoint cards, tests).
+WATCH_SEED = 1234
+EVAL_SEED = 2026
 
 # ----------------------------------------------------------------------------------------------------------
 # The vocabulary: English attribute word -> Bengali word (each word lives in exactly one table).
@@ -705,7 +710,7 @@ class ShapesDataset:
                 f"lang={self.lang!r}, relation={self.relation})")
 
 
-def dataset_images(n: int = 1000, split: str = "test", seed: int = 2026, image_size: int = 32) -> Tensor:
+def dataset_images(n: int = 1000, split: str = "test", seed: int = EVAL_SEED, image_size: int = 32) -> Tensor:
     """The pictures of ``ShapesDataset(split, n=n, image_size=image_size, seed=seed)`` as one float batch
     (n, 3, S, S) in [0, 1]: a fixed evaluation set (the VQGAN's card uses 1,000 ``"test"`` pictures, seed 2026)."""
     dataset = ShapesDataset(split, n=n, image_size=image_size, seed=seed)

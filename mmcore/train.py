@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from . import get_device, quick_mode, set_seed
 from .clip import CLIP, CLIPConfig, clip_loss
-from .data import BASE_TEMPLATES, LANGS, TRAIN_TEMPLATES, caption, frame_caption, render, sample_attributes
+from .data import BASE_TEMPLATES, LANGS, TRAIN_TEMPLATES, WATCH_SEED, caption, frame_caption, render, sample_attributes
 from .images import normalize, to_tensor
 from .tokenizer import BPETokenizer
 from .training import (SPEED_MARK, add_config_arguments, autocast, budget_steps, config_from_args, cosine_schedule,
@@ -310,7 +310,7 @@ def _save(path: str | os.PathLike, model: CLIP, optimizer: torch.optim.Optimizer
 
 @torch.no_grad()
 def evaluate(model: CLIP, tokenizer: Callable[..., Tensor], n_heldout: int = 600, n_test: int = 1000,
-             seed: int = 1234, langs: Sequence[str] = LANGS, recall: bool = True) -> dict[str, float]:
+             seed: int = WATCH_SEED, langs: Sequence[str] = LANGS, recall: bool = True) -> dict[str, float]:
     """The full Shapes report: held-out zero-shot accuracy (joint / shape / colour) and text -> image recall@1,
     in each language. Keys like ``"zero_shot_en_joint"``, ``"recall1_bn"``."""
     size = model.cfg.image_size
@@ -407,7 +407,7 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
     net: nn.Module = _Embedder(model)
     if world > 1:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    eval_images = eval_set("heldout", cfg.eval_images, 1234, model.cfg.image_size) if rank == 0 else None
+    eval_images = eval_set("heldout", cfg.eval_images, WATCH_SEED, model.cfg.image_size) if rank == 0 else None
     local = cfg.batch_size // world
     my_slice = range(rank * local, (rank + 1) * local)  # this process's part of every global batch
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None

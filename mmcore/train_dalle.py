@@ -54,7 +54,7 @@ from . import dalle as dalle_module
 from . import get_device, judge as judge_module, quick_mode, set_seed
 from . import vqgan as vqgan_module
 from .dalle import DALLE, DALLEConfig, SampleConfig, dalle_loss, rerank_images, sample_pair_images
-from .data import HELDOUT, LANGS, TRAIN_TEMPLATES, seen_pairs
+from .data import HELDOUT, LANGS, TRAIN_TEMPLATES, WATCH_SEED, seen_pairs
 from .pools import CodePool, build_code_pool, caption_table, draw_code_batch
 from .tokenizer import BPETokenizer
 from .training import (SPEED_MARK, add_config_arguments, autocast, budget_steps, config_from_args, cosine_schedule,
@@ -224,7 +224,7 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
     # after a third of the run while the training loss kept falling); 2 M images (~6 passes) take ~30 s to build
     pool_size = cfg.pool_size or (2_000_000 if device.type == "cuda" else 20_000)
     pool = build_code_pool(vqgan, pool_size, cfg.seed, "train", cfg.pool_batch, workers, device)
-    eval_pools = {split: build_code_pool(vqgan, cfg.eval_images, 1234, split, cfg.pool_batch, 1, device)
+    eval_pools = {split: build_code_pool(vqgan, cfg.eval_images, WATCH_SEED, split, cfg.pool_batch, 1, device)
                   for split in ("test", "heldout")}
     table = caption_table(tokenizer, mcfg.text_length, mcfg.pad_token, cfg.framed_captions,
                           cfg.seed).to(device)  # (480, T + F, Lt)

@@ -47,11 +47,12 @@ from torch import Tensor, nn
 from . import clip as clip_module
 from . import get_device, judge as judge_module, quick_mode, set_seed
 from . import vqgan as vqgan_module
-from .data import HELDOUT, LANGS, ShapesDataset, seen_pairs
+from .data import HELDOUT, LANGS, ShapesDataset, WATCH_SEED, seen_pairs
 from .pools import EmbeddingPool, build_embedding_pool, draw_prior_batch, text_embedding_table
 from .training import (SPEED_MARK, add_config_arguments, budget_steps, config_from_args, cosine_schedule, cpu_threads,
                        default_threads, parameter_groups, print_summary, progress_bar, run_card, warmup_for)
-from .unclip import CodeDecoder, DecoderConfig, DiffusionPrior, PriorConfig, UnCLIP, UnCLIPSampleConfig, sample_pair_images
+from .unclip import (CodeDecoder, DecoderConfig, DiffusionPrior, PriorConfig, UnCLIP, UnCLIPSampleConfig,
+                     sample_pair_images)
 
 __all__ = [
     "UnCLIPTrainConfig",
@@ -263,7 +264,7 @@ def _train_unclip(cfg: UnCLIPTrainConfig, clip: tuple[Any, Any] | None, vqgan: A
     model.sample_config = UnCLIPSampleConfig(prior_guidance=cfg.prior_guidance, decoder_guidance=cfg.decoder_guidance)
 
     pool = build_embedding_pool(clip_model, vqgan, cfg.pool_size, cfg.seed, "train")
-    eval_pools = {split: build_embedding_pool(clip_model, vqgan, cfg.eval_images, 1234, split)
+    eval_pools = {split: build_embedding_pool(clip_model, vqgan, cfg.eval_images, WATCH_SEED, split)
                   for split in ("test", "heldout")}
     table = text_embedding_table(clip_model, clip_tokenizer)  # (480, T, E)
     setup_seconds = time.perf_counter() - t_setup

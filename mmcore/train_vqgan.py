@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from . import get_device, quick_mode, set_seed
-from .data import dataset_images, render, sample_attributes
+from .data import WATCH_SEED, dataset_images, render, sample_attributes
 from .images import to_tensor
 from .training import (SPEED_MARK, add_config_arguments, autocast, budget_steps, config_from_args, cosine_schedule,
                        cpu_threads, default_threads, print_summary, progress_bar, run_card, warmup_for)
@@ -171,7 +171,7 @@ def _train_vqgan(cfg: VQGANTrainConfig, model: VQGAN | None, command: str | None
     model = model.to(memory_format=memory_format)
     opt_g = torch.optim.Adam(list(model.generator_parameters()), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
-    eval_set = dataset_images(cfg.eval_images, "test", 1234, model.cfg.image_size) if cfg.eval_every else None
+    eval_set = dataset_images(cfg.eval_images, "test", WATCH_SEED, model.cfg.image_size) if cfg.eval_every else None
 
     history = VQGANHistory()
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None

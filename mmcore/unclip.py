@@ -54,7 +54,8 @@ from .images import to_pil
 from .sampling import PromptTooLongError, classifier_free_guidance
 from .tokenizer import ContextLengthError
 from .transformer import Transformer, init_transformer_
-from .weights import CHECKPOINT_DIR, DictConfig, check_kind, check_tensors, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .weights import (CHECKPOINT_DIR, DictConfig, check_kind, check_tensors, load_checkpoint, resolve_checkpoint,
+                      save_checkpoint)
 
 __all__ = [
     "PriorConfig",

@@ -37,10 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import dataset_images
+from .data import EVAL_SEED, dataset_images
 from .vq import Quantized, VectorQuantizer, code_histogram, perplexity
 from .vqgan_losses import psnr
-from .weights import CHECKPOINT_DIR, DictConfig, check_kind, check_tensors, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .weights import (CHECKPOINT_DIR, DictConfig, check_kind, check_tensors, load_checkpoint, resolve_checkpoint,
+                      save_checkpoint)
 
 __all__ = [
     "VQGANConfig",
@@ -368,7 +369,7 @@ class VQGAN(nn.Module):
 
 @torch.no_grad()
 def evaluate_vqgan(model: VQGAN, images: Tensor | None = None, n: int = 1000, split: str = "test",
-                   seed: int = 2026, batch_size: int = 250) -> dict[str, float]:
+                   seed: int = EVAL_SEED, batch_size: int = 250) -> dict[str, float]:
     """Reconstruction PSNR (dB, mean over images) and codebook statistics over a set of images.
 
     ``images`` (N, 3, S, S) in [0, 1], or ``n`` images of ``split`` (:func:`mmcore.data.dataset_images`). Returns ``psnr``,

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .clip import CLIP, zero_shot_classifier
-from .data import COLORS, EVAL_TEMPLATES, LANGS, POSITIONS, SHAPES, SIZES, UNSEEN_PHRASINGS, caption, render, sample_attributes
+from .data import (COLORS, EVAL_TEMPLATES, LANGS, POSITIONS, SHAPES, SIZES, UNSEEN_PHRASINGS, WATCH_SEED, caption,
+                   render, sample_attributes)
 from .images import normalize, to_tensor
 from .search import distinct_attributes, recall_at_k, relevant_items
 
@@ -49,7 +50,7 @@ __all__ = [
 CLASSES: list[tuple[str, str]] = list(itertools.product(SHAPES, COLORS))
 
 
-def eval_set(split: str = "heldout", n: int = 600, seed: int = 1234, image_size: int = 32) -> tuple[Tensor, list[dict[str, str]]]:
+def eval_set(split: str = "heldout", n: int = 600, seed: int = WATCH_SEED, image_size: int = 32) -> tuple[Tensor, list[dict[str, str]]]:
     """A fixed evaluation set: ``(images (N, 3, S, S) normalised, attributes)``, a pure function of the arguments.
 
     Its random stream (``"eval:..."``) differs from the training stream of :mod:`mmcore.train`, so these
