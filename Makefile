@@ -75,6 +75,16 @@ checkpoints: $(STAMP)
 # shapes-dalle needs a CUDA GPU: 2.5 minutes on one H200 (one CPU thread would need about two days); see data/checkpoints/shapes-dalle.md
 	$(PY) -m mmcore.train_dalle --device cuda --max-minutes 2.5 --final-eval-samples 0 --eval-every 1000 \
 		--out data/checkpoints/shapes-dalle.safetensors --no-progress
+# ... then its phrasing fine-tune on the 2-core CPU (50 + 30 minutes): all 20 caption templates per language and
+# captions framed by everyday words, so that DALL-E's own text stream reads a student's phrasing
+	$(PY) -m mmcore.train_dalle --init-from shapes-dalle --device cpu --threads 2 --max-minutes 50 --batch-size 64 \
+		--lr 2e-4 --warmup-steps 100 --pool-size 100000 --framed-captions 20 --eval-every 500 --eval-images 512 \
+		--final-eval-samples 0 --no-progress --out runs/dalle-phrasing.safetensors
+	$(PY) -m mmcore.train_dalle --init-from runs/dalle-phrasing.safetensors --device cpu --threads 2 --max-minutes 30 \
+		--batch-size 64 --lr 1e-4 --warmup-steps 50 --pool-size 100000 --framed-captions 20 --seed 1 --eval-every 500 \
+		--eval-images 512 --final-eval-samples 0 --no-progress --out runs/dalle-phrasing2.safetensors
+	cp runs/dalle-phrasing2.safetensors data/checkpoints/shapes-dalle.safetensors
+	cp runs/dalle-phrasing2.json data/checkpoints/shapes-dalle.json
 
 clean:
 	rm -rf $(VENV) $(CORE_VENV) .pytest_cache .hypothesis

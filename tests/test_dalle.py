@@ -28,7 +28,7 @@ from mmcore.vqgan import VQGAN, VQGANConfig
 torch.set_num_threads(1)
 
 # the floor of the shipped checkpoint (judge fidelity on seen compositions, re-ranking 1 of 8 by CLIP + likelihood)
-SEEN_RERANK_FLOOR = 0.9
+SEEN_RERANK_FLOOR = 0.75
 
 
 @pytest.fixture(autouse=True)
@@ -332,14 +332,18 @@ def test_quick_mode_and_command_line(monkeypatch, tmp_path, capsys):
 
 
 def test_shipped_checkpoint_floor():
-    """Seen compositions, one English and one Bengali prompt each, the best 1 of 8 by CLIP + the model's likelihood:
-    the judge says >= 90%. (CLIP alone scores good samples almost alike and now and then picks a broken one.)"""
+    """Seen compositions, one English and one Bengali prompt each, the best 1 of 8 by CLIP + the model's likelihood.
+    Measured over seeds 0-5 (120 pictures): 93.3 % (per seed 90-100 %); the floor, 75 %, is 15 of 20, about three
+    standard deviations of a 20-picture sample below that rate."""
     from mmcore import judge
     from mmcore.train_dalle import judge_fidelity
 
     model = mmcore.dalle.load("shapes-dalle", device="cpu")
     assert model.num_parameters() < 8_000_000
-    assert model.card["command"] == mmcore.dalle.TRAIN_COMMAND  # the error message for a missing file names it
+    # the shipped file is the CPU phrasing fine-tune of the GPU run that TRAIN_COMMAND (named by the error message for
+    # a missing file) reproduces; make checkpoints runs both (data/checkpoints/shapes-dalle.md)
+    assert model.card["command"].startswith("python -m mmcore.train_dalle --init-from runs/dalle-phrasing.safetensors")
+    assert mmcore.dalle.TRAIN_COMMAND.startswith("python -m mmcore.train_dalle --device cuda")
     assert model.sample_config.rerank_by == "clip+likelihood"  # the benchmark's choice: shapes-dalle.md
     result = judge_fidelity(model, judge.load(), seen_pairs(10), n=8, rerank=1, seed=0, rerank_by="clip+likelihood")
     assert result["images"] == 20
@@ -347,10 +351,11 @@ def test_shipped_checkpoint_floor():
 
 
 def test_prompts_as_people_type_them_floor():
-    """DALL-E reads prompts with its own text stream (trained on the first six templates per language only).
+    """DALL-E reads prompts with its own text stream (phrasing fine-tune: 20 templates per language + framed captions).
     Unseen phrasings, one per (pair, language), 6 seen + 6 held-out pairs, one sample each, no re-ranking. Measured on
-    288 samples (bench_phrasing): 66.3 % fidelity; on this 24-sample set with seeds 0-3: 62 to 83 %, shape + colour
-    75 to 92 %. Floors: 40 % and 60 % (a 24-sample set's noise is about 10 points)."""
+    288 samples (bench_phrasing): 97.2 % fidelity (66.3 % before the fine-tune); on this 24-sample set with six seed
+    offsets (144 samples): 93.1 % (87.5 to 100 %), shape + colour 99.3 %. Floors: 75 % and 90 %, about three standard
+    deviations of a 24-sample set below those rates."""
     from mmcore import judge
     from mmcore.data import HELDOUT, phrased_prompts
 
@@ -358,4 +363,4 @@ def test_prompts_as_people_type_them_floor():
     prompts = phrased_prompts(seen_pairs(6) + sorted(HELDOUT), per_pair=1)
     images = [model.generate(text, n=1, seed=i)[0] for i, (text, _, _) in enumerate(prompts)]
     result = referee.report(images, [wanted for _, _, wanted in prompts])
-    assert result["images"] == 24 and result["fidelity"] >= 0.40 and result["shape_color"] >= 0.6, result
+    assert result["images"] == 24 and result["fidelity"] >= 0.75 and result["shape_color"] >= 0.9, result
