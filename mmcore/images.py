@@ -97,8 +97,10 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
         raise ImageLoadError(f"Cannot load image {name}: permission denied. "
                              "Check the file's permissions.") from None
     except Image.DecompressionBombError as error:
-        raise ImageLoadError(f"Cannot load image {name}: it is too large ({error}). "
-                             "Resize it first, or pass a larger max_pixels if you trust the file.") from None
+        advice = ("Resize it first, or pass a larger max_pixels if you trust the file." if max_pixels is not None else
+                  "max_pixels=None lifts only mmcore's own limit; PIL still refuses this many pixels: resize the "
+                  "image first (or, trusting the file, raise PIL.Image.MAX_IMAGE_PIXELS yourself).")
+        raise ImageLoadError(f"Cannot load image {name}: it is too large ({error}). {advice}") from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"Cannot load image {name}: {_unidentified_reason(source)}. Use an image file "
                              "(JPEG, PNG, GIF, WebP, BMP, TIFF, ...).") from None

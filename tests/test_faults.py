@@ -295,3 +295,20 @@ def test_an_unknown_language_is_named_not_a_key_error():
 
     with pytest.raises(ValueError, match="lang must be one of .*got 'fr'"):
         class_prompts("circle", "red", "fr")
+
+
+def test_max_pixels_none_is_not_advised_when_pil_itself_refuses():
+    import struct
+    import zlib
+
+    from mmcore.images import ImageLoadError, load_image
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    # a tiny file whose header claims 40,000 x 40,000 pixels: more than twice PIL's own limit
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+    with pytest.raises(ImageLoadError, match="larger max_pixels"):
+        load_image(bomb)
+    with pytest.raises(ImageLoadError, match="max_pixels=None lifts only mmcore's own limit"):
+        load_image(bomb, max_pixels=None)
