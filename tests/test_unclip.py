@@ -30,11 +30,12 @@ from mmcore.vqgan import VQGAN, VQGANConfig
 
 torch.set_num_threads(1)
 
-# floors of the shipped checkpoint on the test's own small samples (measured on the first shipped checkpoint:
-# fidelity 56 %, right shape and colour 94 %, without the prior 6 % or less); the full report is in
-# data/checkpoints/shapes-unclip.md
-SEEN_FLOOR = 0.45  # clean + right shape + right colour, through prior and decoder
-SHAPE_COLOR_FLOOR = 0.85  # right shape and colour, clean or not
+# floors of the shipped checkpoint on the test's own 32-picture sample (8 seen pairs x 2 languages x 2), measured over
+# seeds 0-3 (128 pictures): fidelity 77.3 % (69-88 % per seed), right shape and colour 97.7 % (94-100 %), without the
+# prior 0-3 %. One 32-picture sample's standard deviation is about 7.4 points (fidelity) and 2.6 (shape and colour):
+# the floors sit about 3 of them below. The full report is in data/checkpoints/shapes-unclip.md.
+SEEN_FLOOR = 0.55  # clean + right shape + right colour, through prior and decoder
+SHAPE_COLOR_FLOOR = 0.9  # right shape and colour, clean or not
 PRIOR_GAIN_FLOOR = 0.3  # fidelity with the prior minus fidelity with the text embedding fed to the decoder
 # variations of 48 test pictures (24 x 2), judged: measured 71.4 % over seeds 1-8 (384 pictures, range 54-83 %);
 # one 48-picture sample's standard deviation is about 6.5 points, so 50 % sits about 3 standard deviations below
@@ -400,8 +401,8 @@ def test_shipped_variations_keep_what_clip_sees_in_their_source():
 def test_prompts_as_people_type_them_floor():
     """Unseen phrasings (mmcore.data.UNSEEN_PHRASINGS), one per (pair, language), 6 seen + 6 held-out pairs, one
     picture each, no re-ranking. Measured on 288 pictures (bench_phrasing): 69.4 % fidelity; on this 24-picture
-    sample with seeds 0-3: 58 to 79 %, shape + colour 92 to 100 %. Floors a 24-picture sample's noise (about 9 points)
-    clears: 45 % and 80 %."""
+    sample with seed offsets 0, 100, 200, 300: 58 to 75 % (69.8 % of 96), shape + colour 100 %. Floors a 24-picture
+    sample's noise (about 9 points) clears: 45 % and 90 %."""
     from mmcore import judge
     from mmcore.data import HELDOUT, phrased_prompts
 
@@ -409,4 +410,4 @@ def test_prompts_as_people_type_them_floor():
     prompts = phrased_prompts(seen_pairs(6) + sorted(HELDOUT), per_pair=1)
     images = [model.generate(text, n=1, seed=i)[0] for i, (text, _, _) in enumerate(prompts)]
     result = referee.report(images, [wanted for _, _, wanted in prompts])
-    assert result["images"] == 24 and result["fidelity"] >= 0.45 and result["shape_color"] >= 0.8, result
+    assert result["images"] == 24 and result["fidelity"] >= 0.45 and result["shape_color"] >= 0.9, result
