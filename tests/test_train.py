@@ -19,7 +19,7 @@ import torch
 
 import mmcore.clip
 from mmcore.clip import CLIP, CLIPConfig, clip_loss
-from mmcore.data import HELDOUT, TRAIN_TEMPLATES, caption
+from mmcore.data import HELDOUT, TRAIN_TEMPLATES, WATCH_SEED, caption
 from mmcore.tokenizer import BPETokenizer
 from mmcore.weights import load_checkpoint, sha256_file
 from mmcore.train import (
@@ -41,6 +41,7 @@ from mmcore.zeroshot import (
     CLASSES,
     class_prompts,
     eval_set,
+    evaluate_zero_shot,
     text_to_image_recall,
     zero_shot_accuracy,
 )
@@ -209,7 +210,11 @@ def test_training_is_deterministic_on_cpu_and_reduces_the_loss():
     assert a.history.loss[-1] < a.history.loss[0]
     for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(p, q), name
-    assert a.history.eval_step == [5] and 0 <= a.history.zero_shot[0] <= 1 and len(a.history.zero_shot_bn) == 1
+    assert a.history.eval_step == [5] and len(a.history.zero_shot_bn) == 1
+    images, attributes = eval_set("heldout", FAST.eval_images, WATCH_SEED)  # what the run watched
+    tokenizer = BPETokenizer.course()
+    for lang, values in (("en", a.history.zero_shot), ("bn", a.history.zero_shot_bn)):
+        assert values[0] == pytest.approx(evaluate_zero_shot(a.model, tokenizer, images, attributes, lang)["joint"])
 
 
 def test_checkpoint_loads_with_clip_load_and_resume_continues_exactly(tmp_path):
