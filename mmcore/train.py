@@ -38,7 +38,6 @@ import os
 import random
 import shlex
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -52,8 +51,8 @@ from .clip import CLIP, CLIPConfig, clip_loss
 from .data import BASE_TEMPLATES, LANGS, TRAIN_TEMPLATES, WATCH_SEED, caption, frame_caption, render, sample_attributes
 from .images import normalize, to_tensor
 from .tokenizer import BPETokenizer
-from .training import (SPEED_MARK, add_config_arguments, autocast, budget_steps, config_from_args, cosine_schedule,
-                       cpu_threads, default_threads, parameter_groups, print_summary, progress_bar, run_card, warmup_for)
+from .training import (TimeBudget, add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads,
+                       default_threads, parameter_groups, print_summary, progress_bar, run_card, warmup_for)
 from .weights import load_checkpoint, resolve_checkpoint, sha256_file
 from .zeroshot import eval_set, evaluate_zero_shot, text_to_image_recall
 
@@ -410,11 +409,9 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
     eval_images = eval_set("heldout", cfg.eval_images, WATCH_SEED, model.cfg.image_size) if rank == 0 else None
     local = cfg.batch_size // world
     my_slice = range(rank * local, (rank + 1) * local)  # this process's part of every global batch
-    budget = cfg.max_minutes * 60 if cfg.max_minutes else None
-    planned = cfg.steps  # the schedule's length; with a time budget it is re-estimated from the speed
     bar = progress_bar(cfg.steps - start_step, cfg.progress and rank == 0, "CLIP")
-    t0 = time.perf_counter()
-    step, mark = start_step, None  # mark: where the speed measurement starts (training.budget_steps)
+    clock = TimeBudget(cfg.max_minutes, cfg.steps, start_step)  # the schedule ends where the budget will
+    step = start_step
 
     def run_eval() -> None:
         images, attributes = eval_images
@@ -423,18 +420,15 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
             values.append(evaluate_zero_shot(model, tokenizer, images, attributes, lang)["joint"])
 
     while step < cfg.steps:
-        if budget is not None:
-            elapsed = time.perf_counter() - t0
-            if mark is None and step - start_step >= SPEED_MARK:
-                mark = (step, elapsed)
-            planned = budget_steps(step, elapsed, budget, cfg.steps, mark)  # the schedule ends where the budget will
-            over, planned = _from_rank0(float(elapsed >= budget), planned, device=device)  # all processes agree
-            planned = int(planned)
+        planned = clock.plan(step)
+        if clock.budget is not None:  # every process follows process 0's clock: all stop at the same step
+            over, agreed = _from_rank0(float(planned is None), planned or 0, device=device)
+            planned = int(agreed)
             if over:
                 break
             if bar is not None:
                 bar.total = planned - start_step
-        warmup = warmup_for(planned, cfg.warmup_steps) if budget is not None else cfg.warmup_steps  # short runs: short warm-up
+        warmup = warmup_for(planned, cfg.warmup_steps) if clock.budget is not None else cfg.warmup_steps  # short runs: short warm-up
         lr = cfg.lr * cosine_schedule(step, planned, warmup, cfg.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -451,7 +445,7 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
             history.loss.append(loss.item())
             history.lr.append(lr)
             history.logit_scale.append(scale.item())
-            history.seconds.append(time.perf_counter() - t0)
+            history.seconds.append(clock.seconds())
             if cfg.eval_every and step % cfg.eval_every == 0:
                 run_eval()
             if bar is not None:
@@ -461,11 +455,11 @@ def _train_clip(cfg: TrainConfig, model: CLIP | None, command: str | None,
                 bar.set_postfix(shown, refresh=False)
                 bar.update(1)
             if cfg.out and cfg.save_every and step % cfg.save_every == 0:
-                _save(cfg.out, model, optimizer, names, cfg, step, history, {}, command, time.perf_counter() - t0, base)
+                _save(cfg.out, model, optimizer, names, cfg, step, history, {}, command, clock.seconds(), base)
 
     if bar is not None:
         bar.close()
-    seconds = time.perf_counter() - t0
+    seconds = clock.seconds()
     model.eval()
     metrics: dict[str, float] = {}
     path = None

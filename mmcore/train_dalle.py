@@ -57,8 +57,8 @@ from .dalle import DALLE, DALLEConfig, SampleConfig, dalle_loss, rerank_images, 
 from .data import HELDOUT, LANGS, TRAIN_TEMPLATES, WATCH_SEED, seen_pairs
 from .pools import CodePool, build_code_pool, caption_table, draw_code_batch
 from .tokenizer import BPETokenizer
-from .training import (SPEED_MARK, add_config_arguments, autocast, budget_steps, config_from_args, cosine_schedule,
-                       cpu_threads, default_threads, parameter_groups, print_summary, progress_bar, run_card, warmup_for)
+from .training import (TimeBudget, add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads,
+                       default_threads, parameter_groups, print_summary, progress_bar, run_card, warmup_for)
 
 __all__ = [
     "DALLETrainConfig",
@@ -238,21 +238,14 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
 
     history = DALLEHistory()
-    budget = cfg.max_minutes * 60 if cfg.max_minutes else None
-    planned = cfg.steps  # the schedule's length; with a time budget it is re-estimated from the measured speed
     bar = progress_bar(cfg.steps, cfg.progress, "DALL-E")
     sums = torch.zeros(3, device=device)  # running sums of (total, text, image) since the last history entry
-    t0 = time.perf_counter()
-    mark = None  # (step, seconds) where the speed measurement starts (training.budget_steps)
+    clock = TimeBudget(cfg.max_minutes, cfg.steps)  # the schedule's length is re-planned from the measured speed
     step = 0
     while step < cfg.steps:
-        elapsed = time.perf_counter() - t0
-        if budget is not None:
-            if elapsed >= budget:
-                break
-            if mark is None and step >= SPEED_MARK:
-                mark = (step, elapsed)
-            planned = budget_steps(step, elapsed, budget, cfg.steps, mark)
+        planned = clock.plan(step)
+        if planned is None:  # the time budget is spent
+            break
         warmup = warmup_for(planned, cfg.warmup_steps)
         lr = cfg.lr * cosine_schedule(step, planned, warmup, cfg.min_lr_ratio)
         for group in optimizer.param_groups:
@@ -279,7 +272,7 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
             history.text.append(text_l)
             history.image.append(image_l)
             history.lr.append(lr)
-            history.seconds.append(time.perf_counter() - t0)
+            history.seconds.append(clock.seconds())
             if bar is not None:
                 bar.set_postfix({"loss": f"{total:.3f}", "img": f"{image_l:.3f}"}, refresh=False)
         if cfg.eval_every and step % cfg.eval_every == 0:
@@ -293,7 +286,7 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
             bar.update(1)
     if bar is not None:
         bar.close()
-    seconds = time.perf_counter() - t0
+    seconds = clock.seconds()
     if history.step and history.step[-1] != step and step > history.step[-1]:  # the last partial window
         n = step - history.step[-1]
         total, text_l, image_l = (sums / n).tolist()

@@ -47,7 +47,7 @@ from torch import Tensor
 from . import quick_mode, set_seed
 from .data import COLOR_RGB, COLORS, POSITIONS, SHAPES, SIZES, ShapesDataset, render, sample_attributes
 from .judge import ATTRIBUTES, CleanThresholds, Judge, JudgeConfig, JudgeNet, to_batch
-from .training import (SPEED_MARK, add_config_arguments, budget_steps, config_from_args, cosine_schedule, cpu_threads,
+from .training import (TimeBudget, add_config_arguments, config_from_args, cosine_schedule, cpu_threads,
                        default_threads, progress_bar, warmup_for)
 
 __all__ = [
@@ -378,20 +378,14 @@ def _train_judge(cfg: JudgeTrainConfig, command: str | None, model_cfg: JudgeCon
     monitor = labels_of(monitor_attributes)
     monitor_x = to_batch(monitor_images, model_cfg.image_size)
     history: dict[str, list[float]] = {"step": [], "loss": [], "eval_step": [], "eval_accuracy": []}
-    budget = cfg.max_minutes * 60 if cfg.max_minutes else None
-    planned, step, mark = cfg.steps, 0, None  # mark: where the speed measurement starts (training.budget_steps)
     bar = progress_bar(cfg.steps, cfg.progress, "judge")
-    t0 = time.perf_counter()
+    clock, step = TimeBudget(cfg.max_minutes, cfg.steps), 0
     while step < cfg.steps:
-        if budget is not None:
-            elapsed = time.perf_counter() - t0
-            if elapsed >= budget:
-                break
-            if mark is None and step >= SPEED_MARK:
-                mark = (step, elapsed)
-            planned = budget_steps(step, elapsed, budget, cfg.steps, mark)
-            if bar is not None:
-                bar.total = planned
+        planned = clock.plan(step)
+        if planned is None:  # the time budget is spent
+            break
+        if bar is not None and clock.budget is not None:
+            bar.total = planned
         lr = cfg.lr * cosine_schedule(step, planned, warmup_for(planned, cfg.warmup_steps), cfg.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -421,7 +415,7 @@ def _train_judge(cfg: JudgeTrainConfig, command: str | None, model_cfg: JudgeCon
             bar.update(1)
     if bar is not None:
         bar.close()
-    seconds = time.perf_counter() - t0
+    seconds = clock.seconds()
     judge = Judge(net.eval(), CleanThresholds())
     t1 = time.perf_counter()
     if cfg.calibrate:

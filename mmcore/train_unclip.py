@@ -49,7 +49,7 @@ from . import get_device, judge as judge_module, quick_mode, set_seed
 from . import vqgan as vqgan_module
 from .data import HELDOUT, LANGS, ShapesDataset, WATCH_SEED, seen_pairs
 from .pools import EmbeddingPool, build_embedding_pool, draw_prior_batch, text_embedding_table
-from .training import (SPEED_MARK, add_config_arguments, budget_steps, config_from_args, cosine_schedule, cpu_threads,
+from .training import (TimeBudget, add_config_arguments, config_from_args, cosine_schedule, cpu_threads,
                        default_threads, parameter_groups, print_summary, progress_bar, run_card, warmup_for)
 from .unclip import (CodeDecoder, DecoderConfig, DiffusionPrior, PriorConfig, UnCLIP, UnCLIPSampleConfig,
                      sample_pair_images)
@@ -178,21 +178,17 @@ def judge_variations(model: UnCLIP, judge: Any, split: str, n_images: int = 24, 
 
 
 def _loop(name: str, model: nn.Module, loss_fn: Any, steps: int, lr: float, cfg: UnCLIPTrainConfig,
-          budget_seconds: float | None, record: Any, after_step: Any = None) -> tuple[int, float]:
+          max_minutes: float | None, record: Any, after_step: Any = None) -> tuple[int, float]:
     """AdamW + warm-up + cosine over ``steps`` (re-planned to a wall-time budget if given); ``loss_fn(step)`` returns
     the loss of one batch; ``record(step, mean_loss, seconds)`` every ``history_every`` steps."""
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.99))
-    planned, t0, mark = steps, time.perf_counter(), None  # mark: where the speed measurement starts
+    clock = TimeBudget(max_minutes, steps)
     bar = progress_bar(steps, cfg.progress, name)
     window, step = 0.0, 0
     while step < steps:
-        elapsed = time.perf_counter() - t0
-        if budget_seconds is not None:
-            if elapsed >= budget_seconds:
-                break
-            if mark is None and step >= SPEED_MARK:
-                mark = (step, elapsed)
-            planned = budget_steps(step, elapsed, budget_seconds, steps, mark)
+        planned = clock.plan(step)
+        if planned is None:  # the time budget is spent
+            break
         current = lr * cosine_schedule(step, planned, warmup_for(planned, cfg.warmup_steps), cfg.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = current
@@ -206,7 +202,7 @@ def _loop(name: str, model: nn.Module, loss_fn: Any, steps: int, lr: float, cfg:
         step += 1
         if step % cfg.history_every == 0 or step == steps:
             k = step % cfg.history_every or min(step, cfg.history_every)
-            record(step, window / k, time.perf_counter() - t0)
+            record(step, window / k, clock.seconds())
             window = 0.0
             if bar is not None:
                 bar.set_postfix({"loss": f"{loss.item():.3f}"}, refresh=False)
@@ -216,7 +212,7 @@ def _loop(name: str, model: nn.Module, loss_fn: Any, steps: int, lr: float, cfg:
             bar.update(1)
     if bar is not None:
         bar.close()
-    return step, time.perf_counter() - t0
+    return step, clock.seconds()
 
 
 def train_unclip(cfg: UnCLIPTrainConfig | None = None, clip: tuple[Any, Any] | None = None, vqgan: Any = None,
@@ -297,9 +293,8 @@ def _train_unclip(cfg: UnCLIPTrainConfig, clip: tuple[Any, Any] | None, vqgan: A
             history.eval_test.append(evaluate_decoder(decoder, eval_pools["test"]))
             history.eval_heldout.append(evaluate_decoder(decoder, eval_pools["heldout"]))
 
-    budget = cfg.max_minutes * 60 if cfg.max_minutes else None
     decoder_steps, decoder_seconds = _loop("decoder", decoder, decoder_loss, cfg.decoder_steps, cfg.decoder_lr, cfg,
-                                           budget, decoder_record, decoder_eval)
+                                           cfg.max_minutes, decoder_record, decoder_eval)
     model.eval()
     metrics: dict[str, float] = {
         "test_decoder_loss": evaluate_decoder(decoder, eval_pools["test"]),

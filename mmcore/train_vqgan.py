@@ -30,7 +30,6 @@ import argparse
 import random
 import shlex
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -41,8 +40,8 @@ from torch import Tensor, nn
 from . import get_device, quick_mode, set_seed
 from .data import WATCH_SEED, dataset_images, render, sample_attributes
 from .images import to_tensor
-from .training import (SPEED_MARK, add_config_arguments, autocast, budget_steps, config_from_args, cosine_schedule,
-                       cpu_threads, default_threads, print_summary, progress_bar, run_card, warmup_for)
+from .training import (TimeBudget, add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads,
+                       default_threads, print_summary, progress_bar, run_card, warmup_for)
 from .vqgan import VQGAN, VQGANConfig, evaluate_vqgan
 from .vqgan_losses import generator_loss, hinge_d_loss
 
@@ -174,19 +173,13 @@ def _train_vqgan(cfg: VQGANTrainConfig, model: VQGAN | None, command: str | None
     eval_set = dataset_images(cfg.eval_images, "test", WATCH_SEED, model.cfg.image_size) if cfg.eval_every else None
 
     history = VQGANHistory()
-    budget = cfg.max_minutes * 60 if cfg.max_minutes else None
-    planned = cfg.steps  # the schedule's length; with a time budget it is re-estimated from the measured speed
     bar = progress_bar(cfg.steps, cfg.progress, "VQGAN")
-    t0 = time.perf_counter()
-    step, mark = 0, None  # mark: where the speed measurement starts (training.budget_steps)
+    clock = TimeBudget(cfg.max_minutes, cfg.steps)  # the schedule's length is re-planned from the measured speed
+    step = 0
     while step < cfg.steps:
-        if budget is not None:
-            elapsed = time.perf_counter() - t0
-            if elapsed >= budget:
-                break
-            if mark is None and step >= SPEED_MARK:
-                mark = (step, elapsed)
-            planned = budget_steps(step, elapsed, budget, cfg.steps, mark)
+        planned = clock.plan(step)
+        if planned is None:  # the time budget is spent
+            break
         lr = cfg.lr * cosine_schedule(step, planned, warmup_for(planned, cfg.warmup_steps), cfg.min_lr_ratio)
         for group in opt_g.param_groups:
             group["lr"] = lr
@@ -228,7 +221,7 @@ def _train_vqgan(cfg: VQGANTrainConfig, model: VQGAN | None, command: str | None
         history.perplexity.append(out.perplexity.item())
         history.usage.append(out.usage)
         history.lr.append(lr)
-        history.seconds.append(time.perf_counter() - t0)
+        history.seconds.append(clock.seconds())
         if eval_set is not None and cfg.eval_every and step % cfg.eval_every == 0:
             m = evaluate_vqgan(model, eval_set)
             model.train()
@@ -245,7 +238,7 @@ def _train_vqgan(cfg: VQGANTrainConfig, model: VQGAN | None, command: str | None
             bar.update(1)
     if bar is not None:
         bar.close()
-    seconds = time.perf_counter() - t0
+    seconds = clock.seconds()
     model = model.to(memory_format=torch.contiguous_format).eval()
     metrics = {f"test_{k}": v for k, v in evaluate_vqgan(model, n=cfg.final_eval_images).items()}
     if cfg.final_eval_images >= 100:

@@ -11,6 +11,7 @@ import inspect
 import math
 import os
 import re
+import time
 from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "cosine_schedule", "SPEED_MARK", "budget_steps", "warmup_for", "decays", "parameter_groups", "autocast", "default_threads", "cpu_threads", "progress_bar",
+    "cosine_schedule", "SPEED_MARK", "budget_steps", "TimeBudget", "warmup_for", "decays", "parameter_groups", "autocast", "default_threads", "cpu_threads", "progress_bar",
     "field_comments", "add_config_arguments", "config_from_args", "print_summary",
 ]
 
@@ -53,6 +54,33 @@ def budget_steps(step: int, elapsed: float, budget: float, max_steps: int, mark:
         return max_steps
     rate = (step - mark[0]) / (elapsed - mark[1])  # steps per second after the warm-up steps
     return min(max_steps, max(step + 1, round(step + rate * (budget - elapsed))))
+
+
+class TimeBudget:
+    """A training loop's clock against its wall-time budget (``--max-minutes``), and the schedule it allows.
+
+    ``plan(step)``: the cosine schedule's length for a run now at ``step`` (:func:`budget_steps`, the speed measured
+    from :data:`SPEED_MARK` steps after ``start_step``; ``max_steps`` without a budget), or None once the budget is
+    spent. ``seconds()``: wall time since the loop started."""
+
+    def __init__(self, max_minutes: float | None, max_steps: int, start_step: int = 0):
+        self.budget = max_minutes * 60 if max_minutes else None  # seconds, or None: no budget
+        self.max_steps, self.start_step = max_steps, start_step
+        self.mark: tuple[int, float] | None = None  # (step, seconds) where the speed measurement starts
+        self.t0 = time.perf_counter()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def plan(self, step: int) -> int | None:
+        if self.budget is None:
+            return self.max_steps
+        elapsed = self.seconds()
+        if elapsed >= self.budget:
+            return None
+        if self.mark is None and step - self.start_step >= SPEED_MARK:
+            self.mark = (step, elapsed)
+        return budget_steps(step, elapsed, self.budget, self.max_steps, self.mark)
 
 
 def warmup_for(planned: int, warmup_steps: int) -> int:

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from mmcore.train import (
     train_clip,
 )
 from mmcore.images import normalize, to_tensor
-from mmcore.training import (budget_steps, cosine_schedule, cpu_threads, decays, default_threads, parameter_groups,
+from mmcore.training import (TimeBudget, budget_steps, cosine_schedule, cpu_threads, decays, default_threads, parameter_groups,
                              warmup_for)
 from mmcore.zeroshot import (
     CLASSES,
@@ -73,6 +74,16 @@ def test_budget_steps_fits_the_schedule_to_the_time_left():
     assert budget_steps(20, 70.0, 60.0, 1000, mark=(10, 5.0)) == 21  # over budget: at least the next step
     assert budget_steps(5, 1.0, 60.0, 1000, mark=None) == 1000  # speed not measured yet: the step limit
     assert budget_steps(10, 5.0, 60.0, 1000, mark=(10, 5.0)) == 1000  # no step since the mark
+
+
+def test_time_budget_plans_until_its_time_is_spent():
+    assert TimeBudget(None, 100).plan(5) == 100  # no budget: the step limit
+    clock = TimeBudget(60.0, 1000)
+    assert clock.plan(0) == 1000 and clock.mark is None  # speed not measured yet
+    assert clock.plan(10) == 1000 and clock.mark is not None  # the mark is taken at SPEED_MARK steps
+    spent = TimeBudget(1e-6, 1000)  # 60 microseconds
+    time.sleep(0.01)
+    assert spent.plan(3) is None
 
 
 def test_warmup_is_at_most_a_fifth_of_the_run():
