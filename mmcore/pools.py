@@ -30,6 +30,7 @@ __all__ = [
     "CodePool",
     "build_code_pool",
     "caption_table",
+    "training_captions",
     "framed_captions",
     "draw_code_batch",
     "EmbeddingPool",
@@ -71,6 +72,14 @@ def build_code_pool(vqgan: Any, n: int, seed: int = 0, split: str = "train", bat
     return CodePool(torch.cat(codes), torch.cat(combos))
 
 
+def training_captions() -> list[str]:
+    """Every training caption, combination-major: for each of the :data:`~mmcore.data.NUM_COMBOS` attribute
+    combinations, the English :data:`~mmcore.data.TRAIN_TEMPLATES`, then their Bengali twins (the column order of
+    both caption tables)."""
+    return [caption(combo_attributes(i), lang, template)
+            for i in range(NUM_COMBOS) for lang in LANGS for template in TRAIN_TEMPLATES[lang]]
+
+
 def framed_captions(index: int, count: int, tokenizer: Any, text_length: int, seed: int = 0) -> list[str]:
     """``count`` framed captions of combination ``index``: a random training template of a random language with
     everyday words around it (:func:`mmcore.data.frame_caption`), each short enough for ``text_length`` positions.
@@ -92,8 +101,7 @@ def caption_table(tokenizer: Any, text_length: int, pad_token: int, framed: int 
     The first half of the T templates are the English :data:`mmcore.data.TRAIN_TEMPLATES`, the second half their
     Bengali translations (in the same order); then ``framed`` captions per combination with everyday words around
     them (:func:`framed_captions`, both languages alternately). Padding after [end] is ``pad_token``."""
-    texts = [caption(combo_attributes(i), lang, template)
-             for i in range(NUM_COMBOS) for lang in LANGS for template in TRAIN_TEMPLATES[lang]]
+    texts = training_captions()
     tokens = pad_after_end(tokenizer(texts, context_length=text_length), tokenizer.eot_token, pad_token)
     table = tokens.view(NUM_COMBOS, -1, text_length)  # (480, T, Lt)
     if framed:
@@ -149,8 +157,7 @@ def text_embedding_table(clip: Any, tokenizer: Any, batch: int = 960) -> Tensor:
 
     English templates first, then their Bengali twins, in the order of :func:`caption_table`."""
     device = next(clip.parameters()).device
-    texts = [caption(combo_attributes(i), lang, template)
-             for i in range(NUM_COMBOS) for lang in LANGS for template in TRAIN_TEMPLATES[lang]]
+    texts = training_captions()
     emb = torch.cat([clip.encode_text(tokenizer(texts[i : i + batch]).to(device), normalize=True)
                      for i in range(0, len(texts), batch)])  # (480 * T, E)
     return emb.view(NUM_COMBOS, -1, emb.shape[-1])
