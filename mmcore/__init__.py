@@ -16,7 +16,17 @@ One vocabulary for every model (``clip``, ``vqgan``, ``dalle``, ``unclip``, ``ju
   config and, for a training run, the command, metrics and history (:func:`mmcore.training.run_card`).
 * Configs are dataclasses with a comment per field and named presets; ``to_dict`` / ``from_dict`` come from
   :class:`mmcore.weights.DictConfig`.
-* Models map tensors to tensors (images as floats in [0, 1], shape comments everywhere). Conversions between PIL
+* Models map tensors to tensors (images as floats in [0, 1], shape comments everywhere). The three text-to-picture
+  pipelines are module functions that take the models they use (the shipped ones when left out) and return one
+  result type, :class:`mmcore.generation.Generation` (``.images`` as PIL, ``.pixels``, ``.codes``, ``.scores``,
+  ``.seconds``)::
+
+      guided.generate("a red circle", clip=None, vqgan=None, seed=0)        # lesson 04 (+ frames, losses)
+      dalle.generate("a red circle", model=None, n=8, rerank=None)          # lesson 05
+      unclip.generate("a red circle", model=None, n=8)                      # lesson 06 (+ embeddings)
+      unclip.variations(picture, model=None, n=8); unclip.interpolate(a, b, model=None, steps=6)
+
+  Conversions between PIL
   images and tensors, and CLIP's normalisation, live in :mod:`mmcore.images`; the sampling maths the generators
   share (top-k / top-p, guidance, re-ranking) in :mod:`mmcore.sampling`; the Shapes world (pictures, captions,
   attribute combinations, prompts) in :mod:`mmcore.data`; the generators' pre-encoded training data in

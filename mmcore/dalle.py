@@ -27,16 +27,23 @@ pixels. What each piece here is for:
 * **Sampling** with temperature, :func:`mmcore.sampling.top_k_filter` and :func:`~mmcore.sampling.top_p_filter`, and a key/value cache
   (:class:`mmcore.transformer.KVCache`) so that each new code costs one position, not the whole sequence.
 * **CLIP re-ranking.** Sample ``n`` images, score each against the prompt with the course's tiny CLIP, keep the
-  best ``k`` (:func:`clip_scores`, ``generate(..., rerank=k)``). The tiny CLIP scores every good sample almost
+  best ``k`` (:func:`clip_scores`, ``generate(prompt, model, rerank=k)``). The tiny CLIP scores every good sample almost
   alike, so ``rerank_by="clip+likelihood"`` also asks the generator how typical each sample is
   (:func:`mmcore.sampling.rerank_scores`).
 
-Use the shipped model with ``mmcore.dalle.load("shapes-dalle").generate("একটি লাল বৃত্ত", n=8, rerank=2)``;
-train one with ``python -m mmcore.train_dalle`` (:mod:`mmcore.train_dalle`).
+The model class maps tensors (token ids -> codes); the pipeline from a prompt to pictures is the module's
+:func:`generate`, which takes the models it uses (the shipped ones by default)::
+
+    model = mmcore.dalle.load()                                          # "shapes-dalle"
+    mmcore.dalle.generate("একটি লাল বৃত্ত", model, n=8, rerank=2).images   # two PIL images, best first
+
+Train one with ``python -m mmcore.train_dalle`` (:mod:`mmcore.train_dalle`).
 """
 from __future__ import annotations
 
+import functools
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -50,7 +57,7 @@ from . import get_device
 from . import vqgan as vqgan_module
 from .clip import normalize_pixels
 from .data import LANGS, pair_prompt
-from .images import to_pil
+from .generation import Generation, shipped
 from .sampling import RERANK_BY, PromptTooLongError, classifier_free_guidance, rerank_scores, sample_from_logits
 from .tokenizer import BPETokenizer, ContextLengthError
 from .transformer import KVCache, Transformer, init_transformer_
@@ -62,11 +69,13 @@ __all__ = [
     "SampleConfig",
     "DALLEOutput",
     "DALLELoss",
-    "SampleResult",
     "DALLE",
     "dalle_loss",
     "pad_after_end",
     "clip_scores",
+    "tokenize",
+    "generate",
+    "score_samples",
     "sample_pair_images",
     "rerank_images",
     "available_models",
@@ -153,12 +162,6 @@ class DALLELoss(NamedTuple):
     image: Tensor  # mean cross-entropy over the image targets (nats per code)
 
 
-class SampleResult(NamedTuple):
-    images: Tensor  # (N, 3, S, S) decoded images in [0, 1], best first when re-ranked
-    codes: Tensor  # (N, grid, grid) the sampled VQGAN codes
-    scores: Tensor | None  # (N,) CLIP cosine similarity with the prompt when re-ranked, else None
-
-
 # ----------------------------------------------------------------------------------------------- pure functions
 
 
@@ -205,8 +208,8 @@ class DALLE(nn.Module):
     """The text + image-code transformer.
 
     ``model(text, codes)`` runs teacher forcing for training (:class:`DALLEOutput`); :meth:`sample_codes` draws
-    codes for tokenised captions; :meth:`generate` goes from a prompt string to PIL images (it needs the VQGAN,
-    loaded on first use, and for re-ranking the tiny CLIP).
+    codes for token ids (:func:`tokenize`). Tensors only: the prompt -> pictures pipeline, which also needs a
+    tokenizer, a VQGAN and (to re-rank) a CLIP, is the module's :func:`generate`.
     """
 
     def __init__(self, cfg: DALLEConfig | None = None):
@@ -225,11 +228,7 @@ class DALLE(nn.Module):
         # the text head shares its weights with the text embedding (as GPT-2 does): half the text parameters
         self.text_bias = nn.Parameter(torch.zeros(cfg.text_vocab_size + 1))
         self.sample_config = SampleConfig()  # the defaults of generate(); a checkpoint may store others
-        self.card: dict[str, Any] = {}  # a loaded checkpoint's card; {} when fresh
-        # helper models, kept out of the state dict (a plain dict: nn.Module would register them as submodules):
-        # "tokenizer" (the course BPE), "vqgan" ("shapes-vqgan"), "clip" ((model, tokenizer), "shapes-tiny");
-        # each is loaded on first use unless attach() gave one
-        self._helpers: dict[str, Any] = {"tokenizer": None, "vqgan": None, "clip": None}
+        self.card: dict[str, Any] = {}  # a loaded checkpoint's card ("vqgan": the VQGAN its codes are for); {} fresh
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -306,38 +305,6 @@ class DALLE(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def attach(self, tokenizer: Any = None, vqgan: Any = None, clip: tuple[Any, Any] | None = None) -> "DALLE":
-        """Use these helpers instead of the shipped ones: the text ``tokenizer``, the ``vqgan`` that decodes the codes,
-        ``clip = (clip_model, clip_tokenizer)`` for re-ranking. None leaves a helper as it is. Returns the model."""
-        for name, value in (("tokenizer", tokenizer), ("vqgan", vqgan), ("clip", clip)):
-            if value is not None:
-                self._helpers[name] = value
-        return self
-
-    # -- text --------------------------------------------------------------------------------------------------
-
-    def get_tokenizer(self) -> Any:
-        """The text tokenizer (the course BPE unless one was attached)."""
-        if self._helpers["tokenizer"] is None:
-            self._helpers["tokenizer"] = BPETokenizer.course()
-        return self._helpers["tokenizer"]
-
-    def tokenize(self, prompts: str | list[str], truncate: bool = False) -> Tensor:
-        """Prompts -> text ids (B, Lt) with the padding id after [end]; ``""`` is the null caption.
-
-        A prompt longer than the model's ``text_length`` raises :class:`PromptTooLongError` unless ``truncate``.
-        """
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        tokenizer = self.get_tokenizer()
-        try:
-            tokens = tokenizer(prompts, context_length=self.cfg.text_length, truncate=truncate)  # (B, Lt)
-        except ContextLengthError as e:
-            raise PromptTooLongError(
-                f"prompt {e.text!r} has {e.n_tokens - 2} tokens, but this DALL-E model reads at most "
-                f"{self.cfg.text_length - 2}. Shorten it (e.g. 'a red circle at the top'), or pass truncate=True "
-                "to cut it.") from None
-        return pad_after_end(tokens, self.cfg.eot_token, self.cfg.pad_token)
-
     def null_text(self, n: int = 1, device: torch.device | str | None = None) -> Tensor:
         """The null caption ``[start] [end] [pad] ...`` (what training drops captions to): (n, Lt)."""
         row = torch.full((self.cfg.text_length,), self.cfg.pad_token, dtype=torch.long)
@@ -388,93 +355,6 @@ class DALLE(nn.Module):
         G = self.cfg.grid_size
         return codes.view(B, G, G)  # (B, G, G)
 
-    # -- prompt -> images --------------------------------------------------------------------------------------
-
-    def get_vqgan(self) -> Any:
-        """The VQGAN whose codes this model writes ("shapes-vqgan" unless one was attached), on the model's device."""
-        device = self.text_pos_embed.device
-        if self._helpers["vqgan"] is None:
-            self._helpers["vqgan"] = vqgan_module.load(self.card.get("vqgan", "shapes-vqgan"), device=device)
-        return self._helpers["vqgan"].to(device)
-
-    def get_clip(self) -> tuple[Any, Any]:
-        """``(clip_model, clip_tokenizer)`` for re-ranking (the shipped "shapes-tiny" unless one was attached)."""
-        if self._helpers["clip"] is None:
-            model, _, tokenizer = clip_module.load("shapes-tiny", device=self.text_pos_embed.device)
-            self._helpers["clip"] = (model, tokenizer)
-        return self._helpers["clip"]
-
-    @torch.no_grad()
-    def sample(self, prompt: str = "", n: int = 8, seed: int = 0, rerank: int | None = None,
-               truncate: bool = False, use_cache: bool = True, **settings: Any) -> SampleResult:
-        """Sample ``n`` images for ``prompt`` (English or Bengali; ``""``: unconditional) -> :class:`SampleResult`.
-
-        ``settings``: any :class:`SampleConfig` field (``guidance_scale=``, ``top_k=``, ...), else the model's
-        ``sample_config``. With ``rerank=k`` the tiny CLIP scores the ``n`` images and the best ``k`` come back,
-        best first (``rerank_by="clip+likelihood"`` adds the model's own likelihood: :func:`rerank_scores`). The same
-        ``seed`` gives the same images (on one device).
-        """
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a string; got {type(prompt).__name__}")
-        if n < 1:
-            raise ValueError(f"n must be >= 1; got {n}")
-        if rerank is not None and not 1 <= rerank <= n:
-            raise ValueError(f"rerank must be None or between 1 and n={n}; got {rerank}")
-        if rerank is not None and not prompt.strip():
-            raise ValueError("rerank needs a prompt to score the images against; the empty prompt has none")
-        cfg = SampleConfig.from_dict({**asdict(self.sample_config), **settings})
-        unknown = set(settings) - set(asdict(cfg))
-        if unknown:
-            raise TypeError(f"unknown sampling settings {sorted(unknown)}; use fields of SampleConfig")
-        was_training = self.training
-        self.eval()
-        device = self.text_pos_embed.device
-        text = self.tokenize(prompt, truncate=truncate).to(device)  # (1, Lt)
-        unconditional = not prompt.strip()
-        scale = None if unconditional or cfg.guidance_scale == 1.0 else cfg.guidance_scale
-        generator = torch.Generator().manual_seed(seed)
-        codes = []
-        for start in range(0, n, cfg.batch_size):
-            b = min(cfg.batch_size, n - start)
-            codes.append(self.sample_codes(text.expand(b, -1), scale, cfg.temperature, cfg.top_k, cfg.top_p,
-                                           generator, use_cache))
-        codes_t = torch.cat(codes)  # (n, G, G)
-        vqgan = self.get_vqgan()
-        images = vqgan.decode_indices(codes_t.to(next(vqgan.parameters()).device)).float().clamp(0, 1)  # (n, 3, S, S)
-        scores = None
-        if rerank is not None:
-            scores = self.score_samples(prompt, images, codes_t.to(device), cfg.rerank_by)  # (n,)
-            order = scores.argsort(descending=True)[:rerank]  # (k,)
-            images, codes_t, scores = images[order.to(images.device)], codes_t[order.to(codes_t.device)], scores[order]
-        self.train(was_training)
-        return SampleResult(images.cpu(), codes_t.cpu(), scores)
-
-    @torch.no_grad()
-    def score_samples(self, prompt: str, images: Tensor, codes: Tensor, rerank_by: str = "clip") -> Tensor:
-        """The re-ranking score (:func:`rerank_scores`) of one prompt's samples: images (n, 3, S, S) in [0, 1] and
-        their codes (n, G, G) -> (n,) on the CPU."""
-        if rerank_by not in RERANK_BY:
-            raise ValueError(f"rerank_by must be one of {RERANK_BY}; got {rerank_by!r}")
-        clip_score = log_likelihood = None
-        if "clip" in rerank_by:
-            clip_model, clip_tokenizer = self.get_clip()
-            clip_score = clip_scores(clip_model, clip_tokenizer, images, prompt)  # (n,)
-        if "likelihood" in rerank_by:
-            device = self.text_pos_embed.device
-            text = self.tokenize(prompt, truncate=True).to(device).expand(len(codes), -1)  # (n, Lt)
-            log_likelihood = self.code_log_likelihood(text, codes.to(device)).cpu()  # (n,)
-        return rerank_scores(clip_score, log_likelihood, rerank_by)
-
-    def generate(self, prompt: str = "", n: int = 8, seed: int = 0, rerank: int | None = None,
-                 truncate: bool = False, **settings: Any) -> list[Any]:
-        """``n`` PIL images for ``prompt`` (or the best ``rerank`` of them by CLIP score, best first).
-
-        ``prompt``: English or Bengali (``"a red circle"``, ``"একটি লাল বৃত্ত"``); ``""`` samples unconditionally.
-        A prompt longer than the model's text positions raises :class:`PromptTooLongError` unless ``truncate=True``.
-        ``settings``: :class:`SampleConfig` fields (``guidance_scale=3.0``, ``top_k=32``, ``temperature=0.9``...).
-        """
-        return to_pil(self.sample(prompt, n, seed, rerank, truncate, **settings).images)
-
     # -- checkpoints -------------------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None, **card: Any) -> Path:
@@ -496,7 +376,118 @@ class DALLE(nn.Module):
         return model.eval()
 
 
-# ----------------------------------------------------------------------------------------------------- loading
+# ------------------------------------------------------------------------------------ prompt -> pictures
+
+
+def _vqgan_for(model: DALLE, vqgan: Any) -> Any:
+    """The VQGAN that decodes ``model``'s codes: ``vqgan`` if given, else the one its card names (cached)."""
+    device = model.text_pos_embed.device
+    return vqgan if vqgan is not None else shipped(vqgan_module.load, model.card.get("vqgan", "shapes-vqgan"), device)
+
+
+def _clip_for(model: DALLE, clip: tuple[Any, Any] | None) -> tuple[Any, Any]:
+    """``(clip_model, clip_tokenizer)`` for re-ranking: ``clip`` if given, else the shipped "shapes-tiny" (cached)."""
+    if clip is not None:
+        return clip
+    clip_model, _, clip_tokenizer = shipped(clip_module.load, "shapes-tiny", model.text_pos_embed.device)
+    return clip_model, clip_tokenizer
+
+
+@functools.lru_cache(maxsize=1)
+def _course_tokenizer() -> BPETokenizer:
+    return BPETokenizer.course()
+
+
+def tokenize(prompts: str | Sequence[str], model: DALLE, tokenizer: Any = None, truncate: bool = False) -> Tensor:
+    """Prompts -> ``model``'s text ids (B, Lt): the course BPE (or ``tokenizer``), the padding id after [end];
+    ``""`` is the null caption. A prompt longer than the model's ``text_length`` raises
+    :class:`~mmcore.sampling.PromptTooLongError` unless ``truncate``."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    for p in prompts:
+        if not isinstance(p, str):
+            raise TypeError(f"prompts must be strings; got {type(p).__name__}")
+    tokenizer = tokenizer if tokenizer is not None else _course_tokenizer()
+    try:
+        tokens = tokenizer(prompts, context_length=model.cfg.text_length, truncate=truncate)  # (B, Lt)
+    except ContextLengthError as e:
+        raise PromptTooLongError(
+            f"prompt {e.text!r} has {e.n_tokens - 2} tokens, but this DALL-E model reads at most "
+            f"{model.cfg.text_length - 2}. Shorten it (e.g. 'a red circle at the top'), or pass truncate=True "
+            "to cut it.") from None
+    return pad_after_end(tokens, model.cfg.eot_token, model.cfg.pad_token)
+
+
+def _settings(model: DALLE, settings: dict[str, Any]) -> SampleConfig:
+    unknown = set(settings) - set(asdict(model.sample_config))
+    if unknown:
+        raise TypeError(f"unknown sampling settings {sorted(unknown)}; use fields of SampleConfig")
+    return SampleConfig.from_dict({**asdict(model.sample_config), **settings})
+
+
+@torch.no_grad()
+def score_samples(prompt: str, model: DALLE, images: Tensor, codes: Tensor, rerank_by: str = "clip",
+                  clip: tuple[Any, Any] | None = None, tokenizer: Any = None) -> Tensor:
+    """The re-ranking score (:func:`~mmcore.sampling.rerank_scores`) of one prompt's samples: images
+    (n, 3, S, S) in [0, 1] and their codes (n, G, G) -> (n,) on the CPU. ``clip = (clip_model, clip_tokenizer)``
+    (default: the shipped "shapes-tiny"); ``tokenizer``: the DALL-E model's own (for the likelihood)."""
+    if rerank_by not in RERANK_BY:
+        raise ValueError(f"rerank_by must be one of {RERANK_BY}; got {rerank_by!r}")
+    clip_score = log_likelihood = None
+    if "clip" in rerank_by:
+        clip_model, clip_tokenizer = _clip_for(model, clip)
+        clip_score = clip_scores(clip_model, clip_tokenizer, images, prompt)  # (n,)
+    if "likelihood" in rerank_by:
+        device = model.text_pos_embed.device
+        text = tokenize(prompt, model, tokenizer, truncate=True).to(device).expand(len(codes), -1)  # (n, Lt)
+        log_likelihood = model.code_log_likelihood(text, codes.to(device)).cpu()  # (n,)
+    return rerank_scores(clip_score, log_likelihood, rerank_by)
+
+
+@torch.no_grad()
+def generate(prompt: str = "", model: DALLE | None = None, *, n: int = 8, seed: int = 0, rerank: int | None = None,
+             truncate: bool = False, use_cache: bool = True, tokenizer: Any = None, vqgan: Any = None,
+             clip: tuple[Any, Any] | None = None, **settings: Any) -> Generation:
+    """``n`` pictures for ``prompt`` -> :class:`~mmcore.generation.Generation` (``.images``: PIL, ``.pixels``,
+    ``.codes``; ``.scores`` when re-ranked).
+
+    ``prompt``: English or Bengali (``"a red circle"``, ``"একটি লাল বৃত্ত"``); ``""`` samples unconditionally.
+    ``model``: a :class:`DALLE` (default: the shipped "shapes-dalle", cached). ``rerank=k``: the tiny CLIP scores
+    the ``n`` pictures and the best ``k`` come back, best first (``rerank_by="clip+likelihood"`` adds the model's
+    own likelihood). ``settings``: :class:`SampleConfig` fields (``guidance_scale=3.0``, ``top_k=32``, ...), else
+    the model's ``sample_config``. Helpers: ``tokenizer`` (the course BPE), ``vqgan`` (the one the card names),
+    ``clip = (clip_model, clip_tokenizer)`` for re-ranking ("shapes-tiny"). The same ``seed`` gives the same
+    pictures (on one device). A prompt longer than the model's text positions raises
+    :class:`~mmcore.sampling.PromptTooLongError` unless ``truncate=True``.
+    """
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string; got {type(prompt).__name__}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1; got {n}")
+    if rerank is not None and not 1 <= rerank <= n:
+        raise ValueError(f"rerank must be None or between 1 and n={n}; got {rerank}")
+    if rerank is not None and not prompt.strip():
+        raise ValueError("rerank needs a prompt to score the images against; the empty prompt has none")
+    model = model if model is not None else shipped(load, "shapes-dalle")
+    cfg = _settings(model, settings)
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    device = model.text_pos_embed.device
+    text = tokenize(prompt, model, tokenizer, truncate).to(device)  # (1, Lt)
+    scale = None if not prompt.strip() or cfg.guidance_scale == 1.0 else cfg.guidance_scale
+    generator = torch.Generator().manual_seed(seed)
+    codes = torch.cat([model.sample_codes(text.expand(min(cfg.batch_size, n - i), -1), scale, cfg.temperature,
+                                          cfg.top_k, cfg.top_p, generator, use_cache)
+                       for i in range(0, n, cfg.batch_size)])  # (n, G, G)
+    model.train(was_training)
+    vqgan = _vqgan_for(model, vqgan)
+    images = vqgan.decode_indices(codes.to(next(vqgan.parameters()).device)).float().clamp(0, 1)  # (n, 3, S, S)
+    scores = None
+    if rerank is not None:
+        scores = score_samples(prompt, model, images, codes, cfg.rerank_by, clip, tokenizer)  # (n,)
+        order = scores.argsort(descending=True)[:rerank]  # (k,)
+        images, codes, scores = images[order.to(images.device)], codes[order.to(codes.device)], scores[order]
+    return Generation(prompt, images.cpu(), codes.cpu(), scores, time.perf_counter() - start)
 
 
 # ------------------------------------------------------------------------------------ many prompts at once
@@ -504,7 +495,7 @@ class DALLE(nn.Module):
 
 @torch.no_grad()
 def sample_pair_images(model: DALLE, pairs: Sequence[tuple[str, str]], n: int = 8, seed: int = 0,
-                       langs: Sequence[str] = LANGS, batch_rows: int = 512,
+                       langs: Sequence[str] = LANGS, batch_rows: int = 512, vqgan: Any = None,
                        **settings: Any) -> tuple[list[str], list[dict[str, str]], Tensor, Tensor]:
     """Sample ``n`` images for the :func:`mmcore.data.pair_prompt` of every (shape, colour) pair and language.
 
@@ -512,17 +503,17 @@ def sample_pair_images(model: DALLE, pairs: Sequence[tuple[str, str]], n: int = 
     All prompts are sampled together, ``batch_rows`` rows at a time. Returns ``(prompts (P,), wanted (P,),
     images (P, n, 3, S, S) in [0, 1], codes (P, n, G, G))``, ``wanted`` the judge's ``{"shape", "color"}`` of each
     prompt."""
-    cfg = SampleConfig.from_dict({**asdict(model.sample_config), **settings})
+    cfg = _settings(model, settings)
     scale = None if cfg.guidance_scale == 1.0 else cfg.guidance_scale
     model.eval()
     device = model.text_pos_embed.device
     prompts = [pair_prompt(s, c, lang) for s, c in pairs for lang in langs]
     wanted = [{"shape": s, "color": c} for s, c in pairs for _ in langs]
-    text = model.tokenize(prompts).to(device).repeat_interleave(n, dim=0)  # (P * n, Lt)
+    text = tokenize(prompts, model).to(device).repeat_interleave(n, dim=0)  # (P * n, Lt)
     generator = torch.Generator().manual_seed(seed)
     codes = torch.cat([model.sample_codes(text[i : i + batch_rows], scale, cfg.temperature, cfg.top_k, cfg.top_p,
                                           generator) for i in range(0, len(text), batch_rows)])  # (P * n, G, G)
-    vqgan = model.get_vqgan()
+    vqgan = _vqgan_for(model, vqgan)
     images = torch.cat([vqgan.decode_indices(codes[i : i + batch_rows]).float().clamp(0, 1)
                         for i in range(0, len(codes), batch_rows)])  # (P * n, 3, S, S)
     G = model.cfg.grid_size
@@ -531,14 +522,17 @@ def sample_pair_images(model: DALLE, pairs: Sequence[tuple[str, str]], n: int = 
 
 @torch.no_grad()
 def rerank_images(model: DALLE, prompts: Sequence[str], images: Tensor, codes: Tensor, k: int,
-                  rerank_by: str = "clip") -> Tensor:
+                  rerank_by: str = "clip", clip: tuple[Any, Any] | None = None) -> Tensor:
     """The ``k`` best images of each prompt's group (P, n, 3, S, S) with their codes (P, n, G, G), by
-    :meth:`mmcore.dalle.DALLE.score_samples` -> (P, k, 3, S, S), best first."""
+    :func:`score_samples` -> (P, k, 3, S, S), best first."""
     kept = []
     for prompt, group, group_codes in zip(prompts, images, codes):
-        order = model.score_samples(prompt, group, group_codes, rerank_by).argsort(descending=True)[:k]
+        order = score_samples(prompt, model, group, group_codes, rerank_by, clip).argsort(descending=True)[:k]
         kept.append(group[order.to(group.device)])  # (k, 3, S, S)
     return torch.stack(kept)
+
+
+# ----------------------------------------------------------------------------------------------------- loading
 
 
 def available_models() -> list[str]:

@@ -58,8 +58,8 @@ deterministic.
 """
 from __future__ import annotations
 
-import functools
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,8 +69,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from . import clip as clip_module
+from . import dalle
+from . import vqgan as vqgan_module
 from .clip import normalize_pixels
+from .data import render, sample_attributes
+from .generation import Generation, shipped
 from .images import to_pil, to_tensor
+from .sampling import standardize
 from .vq import nearest_code, straight_through
 
 __all__ = [
@@ -256,40 +262,33 @@ class GuidedConfig:
 
 
 @dataclass
-class GuidedResult:
-    """What :func:`generate` returns."""
+class GuidedResult(Generation):
+    """What :func:`generate` returns: a :class:`~mmcore.generation.Generation` of one picture (``.image``,
+    ``.pixels`` (1, 3, S, S), ``.codes`` (1, h, w), ``.scores``: its CLIP score) and the record of the
+    optimisation."""
 
-    image: Image.Image  # the chosen image (32 x 32 RGB)
-    frames: list[Image.Image]  # the chosen start's images every ``frame_every`` steps + ``image`` (an animation)
-    losses: list[float]  # the loss at every step (mean over the starts)
-    clip_score: float  # cosine similarity of ``image`` with the positive prompts (weighted mean)
-    indices: Tensor  # (h, w) the chosen image's VQGAN codes
-    prompts: list[tuple[str, float]]  # the parsed prompts
-    seconds: float = 0.0  # wall time, prior sampling included
+    frames: list[Image.Image] = field(default_factory=list)  # the chosen start every ``frame_every`` steps + image
+    losses: list[float] = field(default_factory=list)  # the loss at every step (mean over the starts)
+    clip_score: float = 0.0  # cosine similarity of ``image`` with the positive prompts (weighted mean)
+    prompts: list[tuple[str, float]] = field(default_factory=list)  # the parsed prompts
     config: GuidedConfig = field(default_factory=GuidedConfig)
-    log_likelihood: float | None = None  # the prior's mean log-probability per code of ``indices`` (None: no prior)
+    log_likelihood: float | None = None  # the prior's mean log-probability per code of ``codes`` (None: no prior)
     start: int = 0  # which of the ``starts`` latents ``image`` came from
     step: int = 0  # after how many steps (0: the start itself, unchanged)
     init_image: Image.Image | None = None  # where the chosen start began
 
 
-@functools.lru_cache(maxsize=None)
 def default_models(device: str = "cpu") -> tuple[Any, Any, Any]:
     """The shipped ``(clip_model, tokenizer, vqgan)``, loaded once per device and cached."""
-    from . import clip as clip_module
-    from . import vqgan as vqgan_module
-
-    model, _, tokenizer = clip_module.load("shapes-tiny", device=device)
-    return model, tokenizer, vqgan_module.load("shapes-vqgan", device=device)
+    model, _, tokenizer = shipped(clip_module.load, "shapes-tiny", device)
+    return model, tokenizer, shipped(vqgan_module.load, "shapes-vqgan", device)
 
 
-@functools.lru_cache(maxsize=None)
 def default_prior(device: str = "cpu") -> Any:
-    """The prior over code grids: the shipped ``shapes-dalle`` transformer, always asked with the *empty* caption,
-    so it knows what real code grids look like and nothing about the prompt (CLIP alone reads the prompt)."""
-    from . import dalle
-
-    prior = dalle.load("shapes-dalle", device=device)
+    """The prior over code grids: the shipped ``shapes-dalle`` transformer (loaded once per device and cached),
+    always asked with the *empty* caption, so it knows what real code grids look like and nothing about the prompt
+    (CLIP alone reads the prompt). Its weights are frozen."""
+    prior = shipped(dalle.load, "shapes-dalle", device)
     for p in prior.parameters():
         p.requires_grad_(False)
     return prior
@@ -302,19 +301,11 @@ def _background(size: int, device: torch.device) -> Tensor:
 
 def render_init_attributes(seed: int) -> dict[str, str]:
     """The attributes of the Shapes image that ``init="render"`` starts from for ``seed`` (a training composition)."""
-    import random
-
-    from .data import sample_attributes
-
     return sample_attributes(random.Random(seed), "train")
 
 
 def random_render(seed: int, size: int, device: torch.device) -> Tensor:
     """The Shapes image of :func:`render_init_attributes` (``seed``) -> (1, 3, size, size)."""
-    import random
-
-    from .data import render, sample_attributes
-
     rng = random.Random(seed)
     return to_tensor(render(sample_attributes(rng, "train"), size, rng), size).to(device)  # (1, 3, size, size)
 
@@ -347,7 +338,7 @@ def _initial_latents(cfg: GuidedConfig, vqgan: Any, prior: Any, score: Any, seed
     return clamp_latent(z0, low, high)
 
 
-def generate(prompt: str, clip: Any = None, vqgan: Any = None, steps: int | None = None, seed: int = 0,
+def generate(prompt: str, clip: Any = None, vqgan: Any = None, *, steps: int | None = None, seed: int = 0,
              tokenizer: Any = None, init_image: Image.Image | None = None, config: GuidedConfig | None = None,
              prior: Any = None, **overrides: Any) -> GuidedResult:
     """Generate an image for ``prompt`` (weighted text, see :func:`parse_prompts`) by optimising VQGAN latents.
@@ -450,8 +441,6 @@ def generate(prompt: str, clip: Any = None, vqgan: Any = None, steps: int | None
         clip_part = -prompt_loss(images)  # (M,) higher is better
         log_likelihood = prior.code_log_likelihood(prior.null_text(len(codes), device), codes) if prior else None
         if log_likelihood is not None and cfg.select_alpha:
-            from .sampling import standardize
-
             choice = int((standardize(clip_part) + cfg.select_alpha * standardize(log_likelihood)).argmax())
         else:
             choice = int(clip_part.argmax())
@@ -459,8 +448,9 @@ def generate(prompt: str, clip: Any = None, vqgan: Any = None, steps: int | None
         positive = weights.clamp(min=0)
         clip_score = float((cos * positive).sum() / positive.sum())
     chosen_start = choice % R
-    image = to_pil(images[choice])
-    return GuidedResult(image, frames[chosen_start] + [image], losses, clip_score, codes[choice].cpu(), prompts,
-                        time.perf_counter() - start, cfg,
-                        None if log_likelihood is None else float(log_likelihood[choice]),
-                        chosen_start, int(steps_of[choice]), to_pil(init_images[chosen_start]))
+    pixels = images[choice : choice + 1].float().clamp(0, 1).cpu()  # (1, 3, S, S)
+    return GuidedResult(
+        prompt, pixels, codes[choice : choice + 1].cpu(), torch.tensor([clip_score]), time.perf_counter() - start,
+        frames=frames[chosen_start] + [to_pil(pixels[0])], losses=losses, clip_score=clip_score, prompts=prompts,
+        config=cfg, log_likelihood=None if log_likelihood is None else float(log_likelihood[choice]),
+        start=chosen_start, step=int(steps_of[choice]), init_image=to_pil(init_images[chosen_start]))

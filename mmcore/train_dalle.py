@@ -168,7 +168,8 @@ def evaluate_loss(model: DALLE, pool: CodePool, table: Tensor, batch_size: int =
 def judge_fidelity(model: DALLE, judge: Any, pairs: Sequence[tuple[str, str]], n: int = 8, rerank: int | None = None,
                    seed: int = 0, langs: Sequence[str] = LANGS, rerank_by: str = "clip",
                    **settings: Any) -> dict[str, float]:
-    """Sample ``n`` images per (shape, colour) prompt and language (:func:`sample_pair_images`), keep the best
+    """Sample ``n`` images per (shape, colour) prompt and language (:func:`sample_pair_images`; ``settings`` may
+    name the ``vqgan``), keep the best
     ``rerank`` by ``rerank_by`` if given (:func:`rerank_images`), and let ``judge`` referee them
     (:meth:`mmcore.judge.Judge.report`)."""
     prompts, wanted, images, codes = sample_pair_images(model, pairs, n, seed, langs, **settings)
@@ -213,7 +214,6 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
         model = DALLE(getattr(DALLEConfig, cfg.preset)(
             text_vocab_size=tokenizer.vocab_size, text_length=cfg.text_length, sot_token=tokenizer.sot_token,
             eot_token=tokenizer.eot_token, num_codes=vqgan.cfg.num_codes, grid_size=vqgan.cfg.grid_size))
-    model.attach(tokenizer=tokenizer, vqgan=vqgan)
     model.sample_config = SampleConfig(guidance_scale=cfg.guidance_scale, top_k=cfg.top_k or None,
                                        rerank_by=cfg.rerank_by)
     model = model.to(device).train()
@@ -308,7 +308,8 @@ def _train_dalle(cfg: DALLETrainConfig, model: DALLE | None, vqgan: Any, command
     if cfg.final_eval_samples:
         referee = judge_module.load()
         for name, pairs in (("seen", seen_pairs(12)), ("heldout", sorted(HELDOUT))):
-            prompts, wanted, images, codes = sample_pair_images(model, pairs, cfg.final_eval_samples, seed=cfg.seed)
+            prompts, wanted, images, codes = sample_pair_images(model, pairs, cfg.final_eval_samples, seed=cfg.seed,
+                                                                vqgan=vqgan)
             metrics[f"{name}_fidelity"] = referee.report(images, wanted)["fidelity"]
             for rerank_by in ("clip", "clip+likelihood"):
                 best = rerank_images(model, prompts, images, codes, 1, rerank_by)

@@ -51,8 +51,8 @@ from .data import HELDOUT, LANGS, ShapesDataset, WATCH_SEED, seen_pairs
 from .pools import EmbeddingPool, build_embedding_pool, draw_prior_batch, text_embedding_table
 from .training import (TimeBudget, add_config_arguments, config_from_args, cosine_schedule, cpu_threads,
                        default_threads, parameter_groups, print_summary, progress_bar, run_card, warmup_for)
-from .unclip import (CodeDecoder, DecoderConfig, DiffusionPrior, PriorConfig, UnCLIP, UnCLIPSampleConfig,
-                     sample_pair_images)
+from .unclip import (CodeDecoder, DecoderConfig, DiffusionPrior, PriorConfig, UnCLIP, UnCLIPSampleConfig, decode,
+                     image_embeddings, sample_pair_images)
 
 __all__ = [
     "UnCLIPTrainConfig",
@@ -157,19 +157,22 @@ def evaluate_decoder(decoder: CodeDecoder, pool: EmbeddingPool, batch_size: int 
 
 def judge_unclip(model: UnCLIP, judge: Any, pairs: Sequence[tuple[str, str]], n: int = 4, seed: int = 0,
                  langs: Sequence[str] = LANGS, use_prior: bool = True, **settings: Any) -> dict[str, float]:
-    """Sample (:func:`mmcore.unclip.sample_pair_images`) and let ``judge`` referee (:meth:`mmcore.judge.Judge.report`)."""
+    """Sample (:func:`mmcore.unclip.sample_pair_images`; ``settings`` may name the ``clip``, ``tokenizer`` and
+    ``vqgan`` to use) and let ``judge`` referee (:meth:`mmcore.judge.Judge.report`)."""
     _, wanted, images = sample_pair_images(model, pairs, n, seed, langs, use_prior, **settings)
     return judge.report(images, wanted)
 
 
 def judge_variations(model: UnCLIP, judge: Any, split: str, n_images: int = 24, per_image: int = 2,
-                     seed: int = 77) -> dict[str, float]:
+                     seed: int = 77, clip: Any = None, vqgan: Any = None) -> dict[str, float]:
     """Make ``per_image`` variations of ``n_images`` Shapes pictures of ``split`` and let ``judge`` referee them
-    against the source's shape and colour (:meth:`mmcore.judge.Judge.report`)."""
+    against the source's shape and colour (:meth:`mmcore.judge.Judge.report`). ``clip``, ``vqgan``: default the
+    shipped ones the card names."""
     data = ShapesDataset(split, n=n_images, image_size=32, seed=seed)
     images = [data[i][0] for i in range(n_images)]
-    emb = model.image_embeddings(images).repeat_interleave(per_image, dim=0)  # (n * k, E)
-    out = model.decode(emb, seed=0).images.view(n_images, per_image, 3, 32, 32)
+    clip = clip if clip is not None else clip_module.load(model.card.get("clip", "shapes-tiny"), device=model.device)[0]
+    emb = image_embeddings(images, clip).repeat_interleave(per_image, dim=0)  # (n * k, E)
+    out = decode(emb, model, seed=0, vqgan=vqgan).pixels.view(n_images, per_image, 3, 32, 32)
     wanted = [{"shape": data.attributes[i]["shape"], "color": data.attributes[i]["color"]} for i in range(n_images)]
     return judge.report(out, wanted)
 
@@ -256,7 +259,6 @@ def _train_unclip(cfg: UnCLIPTrainConfig, clip: tuple[Any, Any] | None, vqgan: A
                                             layers=cfg.decoder_layers, heads=cfg.decoder_heads,
                                             latent_scale=round(codebook.std().item(), 4)), codebook)
     model = UnCLIP(prior, decoder).to(device).train()
-    model.attach(clip=(clip_model, clip_tokenizer), vqgan=vqgan)
     model.sample_config = UnCLIPSampleConfig(prior_guidance=cfg.prior_guidance, decoder_guidance=cfg.decoder_guidance)
 
     pool = build_embedding_pool(clip_model, vqgan, cfg.pool_size, cfg.seed, "train")
@@ -307,13 +309,15 @@ def _train_unclip(cfg: UnCLIPTrainConfig, clip: tuple[Any, Any] | None, vqgan: A
     }
     if cfg.final_eval_samples:
         referee = judge_module.load()
+        helpers = {"clip": clip_model, "tokenizer": clip_tokenizer, "vqgan": vqgan}
         for name, pairs in (("seen", seen_pairs(12)), ("heldout", sorted(HELDOUT))):
             metrics[f"{name}_fidelity"] = judge_unclip(model, referee, pairs, cfg.final_eval_samples,
-                                                       cfg.seed)["fidelity"]
+                                                       cfg.seed, **helpers)["fidelity"]
             metrics[f"{name}_fidelity_no_prior"] = judge_unclip(model, referee, pairs, cfg.final_eval_samples,
-                                                                cfg.seed, use_prior=False)["fidelity"]
-        metrics["test_variation_fidelity"] = judge_variations(model, referee, "test")["fidelity"]
-        metrics["heldout_variation_fidelity"] = judge_variations(model, referee, "heldout")["fidelity"]
+                                                                cfg.seed, use_prior=False, **helpers)["fidelity"]
+        for split in ("test", "heldout"):
+            metrics[f"{split}_variation_fidelity"] = judge_variations(model, referee, split, clip=clip_model,
+                                                                      vqgan=vqgan)["fidelity"]
     path = None
     if cfg.out:
         device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

@@ -29,16 +29,24 @@ What it gives besides text -> image: **variations** of an image (encode it with 
 different noise) and **interpolation** between two images (decode points on the great circle between their
 embeddings, :func:`slerp`, with the same noise).
 
-Use the shipped model with ``mmcore.unclip.load("shapes-unclip").generate("একটি লাল বৃত্ত", n=8)``; train one with
-``python -m mmcore.train_unclip`` (:mod:`mmcore.train_unclip`).
+The model class maps tensors (embeddings -> embeddings -> codes); the pipelines that need CLIP and the VQGAN are the
+module's functions, which take the models they use (the shipped ones by default)::
+
+    model = mmcore.unclip.load()                                     # "shapes-unclip"
+    mmcore.unclip.generate("একটি লাল বৃত্ত", model, n=8).images        # eight PIL images
+    mmcore.unclip.variations(picture, model, n=4)                    # image -> similar images
+    mmcore.unclip.interpolate(picture_a, picture_b, model, steps=6)  # a walk between two images
+
+Train one with ``python -m mmcore.train_unclip`` (:mod:`mmcore.train_unclip`).
 """
 from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +58,7 @@ from . import vqgan as vqgan_module
 from .clip import Preprocess, normalize_pixels
 from .data import LANGS, pair_prompt
 from .diffusion import add_noise, ddim_step, time_grid, timestep_embedding
-from .images import to_pil
+from .generation import Generation, shipped
 from .sampling import PromptTooLongError, classifier_free_guidance
 from .tokenizer import ContextLengthError
 from .transformer import Transformer, init_transformer_
@@ -61,11 +69,16 @@ __all__ = [
     "PriorConfig",
     "DecoderConfig",
     "UnCLIPSampleConfig",
-    "UnCLIPResult",
     "DiffusionPrior",
     "CodeDecoder",
     "UnCLIP",
     "slerp",
+    "text_embeddings",
+    "image_embeddings",
+    "decode",
+    "generate",
+    "variations",
+    "interpolate",
     "sample_pair_images",
     "available_models",
     "load",
@@ -109,12 +122,6 @@ class UnCLIPSampleConfig(DictConfig):
     prior_candidates: int = 2  # prior samples per image; the one closest to the caption is kept (as DALL-E 2)
     eta: float = 0.0  # DDIM noise: 0 deterministic given the start noise, 1 like DDPM
     batch_size: int = 64  # images decoded at once
-
-
-class UnCLIPResult(NamedTuple):
-    images: Tensor  # (n, 3, S, S) in [0, 1]
-    codes: Tensor  # (n, G, G)
-    embeddings: Tensor  # (n, E) the unit image embeddings that were decoded
 
 
 # ------------------------------------------------------------------------------------------------- pure maths
@@ -298,11 +305,10 @@ class CodeDecoder(nn.Module):
 
 
 class UnCLIP(nn.Module):
-    """Prior + decoder, with the CLIP that defines the embeddings and the VQGAN that draws the codes.
-
-    ``generate(prompt)`` goes text -> image; ``variations(image)`` image -> similar images; ``interpolate(a, b)``
-    walks between two images. The CLIP ("shapes-tiny") and VQGAN ("shapes-vqgan") are loaded on first use unless
-    attached (:meth:`attach`); they are not part of this model's weights."""
+    """Prior + decoder, tensors only: :meth:`prior_embeddings` (text embeddings -> image embeddings) and
+    :meth:`decode_codes` (image embeddings -> VQGAN codes). The CLIP that defines the embeddings ("shapes-tiny")
+    and the VQGAN that draws the codes ("shapes-vqgan", both named in the card) are not part of its weights: the
+    module's pipelines (:func:`generate`, :func:`variations`, :func:`interpolate`) take them as arguments."""
 
     def __init__(self, prior: DiffusionPrior | None = None, decoder: CodeDecoder | None = None):
         super().__init__()
@@ -310,7 +316,6 @@ class UnCLIP(nn.Module):
         self.decoder = decoder or CodeDecoder()
         self.sample_config = UnCLIPSampleConfig()
         self.card: dict[str, Any] = {}
-        self._helpers: dict[str, Any] = {"clip": None, "vqgan": None}
 
     @property
     def device(self) -> torch.device:
@@ -319,67 +324,8 @@ class UnCLIP(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def attach(self, clip: tuple[Any, Any] | None = None, vqgan: Any = None) -> "UnCLIP":
-        """Use ``clip = (clip_model, clip_tokenizer)`` and ``vqgan`` instead of the shipped ones. Returns the model."""
-        if clip is not None:
-            self._helpers["clip"] = clip
-        if vqgan is not None:
-            self._helpers["vqgan"] = vqgan
-        return self
-
-    def get_clip(self) -> tuple[Any, Any]:
-        """``(clip_model, clip_tokenizer)`` whose embeddings this model was trained on (default "shapes-tiny")."""
-        if self._helpers["clip"] is None:
-            model, _, tokenizer = clip_module.load(self.card.get("clip", "shapes-tiny"), device=self.device)
-            self._helpers["clip"] = (model, tokenizer)
-        model, tokenizer = self._helpers["clip"]
-        return model.to(self.device), tokenizer
-
-    def get_vqgan(self) -> Any:
-        """The VQGAN that decodes the codes (default "shapes-vqgan"), on the model's device."""
-        if self._helpers["vqgan"] is None:
-            self._helpers["vqgan"] = vqgan_module.load(self.card.get("vqgan", "shapes-vqgan"), device=self.device)
-        return self._helpers["vqgan"].to(self.device)
-
-    # -- embeddings ----------------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def text_embeddings(self, prompts: str | Sequence[str]) -> Tensor:
-        """Prompts (English or Bengali) -> unit CLIP text embeddings (B, E)."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        for p in prompts:
-            if not isinstance(p, str):
-                raise TypeError(f"prompts must be strings; got {type(p).__name__}")
-            if not p.strip():
-                raise ValueError("the prompt is empty: unCLIP needs a caption to embed (try 'a red circle')")
-        clip, tokenizer = self.get_clip()
-        try:
-            tokens = tokenizer(prompts)
-        except ContextLengthError as e:
-            raise PromptTooLongError(f"prompt {e.text!r} has {e.n_tokens - 2} tokens, but CLIP reads at most "
-                                     f"{e.context_length - 2}; shorten it (e.g. 'a red circle at the top')") from None
-        return clip.encode_text(tokens.to(self.device), normalize=True)
-
-    @torch.no_grad()
-    def image_embeddings(self, images: Any) -> Tensor:
-        """PIL images (one or a list) or a float batch (B, 3, S, S) in [0, 1] -> unit CLIP image embeddings (B, E)."""
-        clip, _ = self.get_clip()
-        size = clip.cfg.image_size
-        if isinstance(images, Tensor):
-            if images.ndim != 4 or images.shape[1] != 3:
-                raise ValueError(f"expected images (B, 3, H, W) in [0, 1]; got a tensor of shape {tuple(images.shape)}")
-            x = normalize_pixels(images.to(self.device).float(), size)  # (B, 3, S, S)
-        else:
-            images = list(images) if isinstance(images, (list, tuple)) else [images]
-            if not images:
-                raise ValueError("no images given")
-            preprocess = Preprocess(size)
-            x = torch.stack([preprocess(im.convert("RGB")) for im in images]).to(self.device)  # (B, 3, S, S)
-        return clip.encode_image(x, normalize=True)
-
-    # -- sampling ------------------------------------------------------------------------------------------------
-
-    def _settings(self, settings: dict[str, Any]) -> UnCLIPSampleConfig:
+    def settings(self, **settings: Any) -> UnCLIPSampleConfig:
+        """The model's ``sample_config`` with ``settings`` (its field names) changed; unknown names raise."""
         unknown = set(settings) - {f.name for f in fields(UnCLIPSampleConfig)}
         if unknown:
             raise TypeError(f"unknown sampling settings {sorted(unknown)}; use fields of UnCLIPSampleConfig")
@@ -389,7 +335,7 @@ class UnCLIP(nn.Module):
     def prior_embeddings(self, text: Tensor, n: int = 1, seed: int = 0, **settings: Any) -> Tensor:
         """Unit text embeddings (B, E) -> ``n`` prior samples each (B, n, E); of ``prior_candidates`` samples
         per image, the one with the highest cosine to its text is kept (DALL-E 2's trick)."""
-        cfg = self._settings(settings)
+        cfg = self.settings(**settings)
         generator = torch.Generator().manual_seed(seed)
         c = max(1, cfg.prior_candidates)
         text_rep = text.repeat_interleave(n * c, dim=0)  # (B * n * c, E)
@@ -399,10 +345,11 @@ class UnCLIP(nn.Module):
         return torch.gather(emb, 2, best[..., None, None].expand(-1, -1, 1, emb.shape[-1]))[:, :, 0]  # (B, n, E)
 
     @torch.no_grad()
-    def decode(self, embeddings: Tensor, seed: int = 0, noise: Tensor | None = None, **settings: Any) -> UnCLIPResult:
-        """Unit image embeddings (B, E) -> images: decoder codes, then the VQGAN. ``noise`` (B, G*G, D) fixes the
-        decoder's start (the same for every image gives comparable images, as :meth:`interpolate` needs)."""
-        cfg = self._settings(settings)
+    def decode_codes(self, embeddings: Tensor, seed: int = 0, noise: Tensor | None = None,
+                     **settings: Any) -> Tensor:
+        """Unit image embeddings (B, E) -> VQGAN codes (B, G, G), ``batch_size`` at a time. ``noise`` (B, G*G, D)
+        fixes the decoder's start (the same for every image gives comparable images, as :func:`interpolate` needs)."""
+        cfg = self.settings(**settings)
         generator = torch.Generator().manual_seed(seed)
         embeddings = F.normalize(embeddings.to(self.device).float(), dim=-1)
         codes = []
@@ -411,55 +358,7 @@ class UnCLIP(nn.Module):
             start = None if noise is None else noise[i : i + cfg.batch_size]
             codes.append(self.decoder.sample_codes(part, cfg.decoder_steps, cfg.decoder_guidance, cfg.eta, generator,
                                                    start))
-        codes_t = torch.cat(codes)  # (B, G, G)
-        images = self.get_vqgan().decode_indices(codes_t).float().clamp(0, 1)  # (B, 3, S, S)
-        return UnCLIPResult(images.cpu(), codes_t.cpu(), embeddings.cpu())
-
-    @torch.no_grad()
-    def sample(self, prompt: str, n: int = 8, seed: int = 0, use_prior: bool = True, **settings: Any) -> UnCLIPResult:
-        """``n`` images for ``prompt``: text embedding -> prior -> decoder -> VQGAN.
-
-        ``use_prior=False`` hands the *text* embedding straight to the decoder (the ablation of lesson 06: the
-        decoder never saw text embeddings in training). ``settings``: :class:`UnCLIPSampleConfig` fields."""
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a string; got {type(prompt).__name__}")
-        if n < 1:
-            raise ValueError(f"n must be >= 1; got {n}")
-        was_training = self.training
-        self.eval()
-        text = self.text_embeddings(prompt)  # (1, E)
-        if use_prior:
-            emb = self.prior_embeddings(text, n, seed, **settings)[0]  # (n, E)
-        else:
-            emb = text.expand(n, -1)  # (n, E)
-        result = self.decode(emb, seed + 1, **settings)
-        self.train(was_training)
-        return result
-
-    def generate(self, prompt: str, n: int = 8, seed: int = 0, **settings: Any) -> list[Any]:
-        """``n`` PIL images for ``prompt`` (English or Bengali). The same seed gives the same images."""
-        return to_pil(self.sample(prompt, n, seed, **settings).images)
-
-    def variations(self, image: Any, n: int = 8, seed: int = 0, **settings: Any) -> list[Any]:
-        """``n`` PIL images that share what CLIP sees in ``image`` (a PIL image or a (3, S, S) tensor in [0, 1])."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1; got {n}")
-        if isinstance(image, Tensor) and image.ndim == 3:
-            image = image[None]
-        emb = self.image_embeddings(image)  # (1, E)
-        return to_pil(self.decode(emb.expand(n, -1), seed, **settings).images)
-
-    def interpolate(self, a: Any, b: Any, steps: int = 6, seed: int = 0, **settings: Any) -> list[Any]:
-        """``steps`` PIL images on the way from image ``a`` to image ``b``: their CLIP embeddings are slerped
-        (:func:`slerp`) and decoded from the same start noise, so that only the embedding changes."""
-        if steps < 2:
-            raise ValueError(f"steps must be >= 2; got {steps}")
-        ea, eb = self.image_embeddings(a), self.image_embeddings(b)  # (1, E) each
-        w = torch.linspace(0, 1, steps, device=ea.device)[:, None]  # (steps, 1)
-        emb = slerp(ea.expand(steps, -1), eb.expand(steps, -1), w)  # (steps, E)
-        G, D = self.decoder.cfg.grid_size, self.decoder.cfg.code_dim
-        noise = torch.randn(1, G * G, D, generator=torch.Generator().manual_seed(seed)).expand(steps, -1, -1)
-        return to_pil(self.decode(emb, seed, noise=noise, **settings).images)
+        return torch.cat(codes)  # (B, G, G)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
 
@@ -483,24 +382,166 @@ class UnCLIP(nn.Module):
         return model.eval()
 
 
+# ----------------------------------------------------------------------------------------- the pipelines
+
+
+def _models(model: UnCLIP | None, clip: Any, tokenizer: Any, vqgan: Any) -> tuple[UnCLIP, Any, Any, Any]:
+    """Fill in the shipped models (cached) for the ones not given: the unCLIP model, the CLIP its card names (with
+    its tokenizer) and the VQGAN its card names, all on the model's device."""
+    model = model if model is not None else shipped(load, "shapes-unclip")
+    if clip is None:
+        clip, _, default_tokenizer = shipped(clip_module.load, model.card.get("clip", "shapes-tiny"), model.device)
+        tokenizer = default_tokenizer if tokenizer is None else tokenizer
+    return model, clip, tokenizer, _vqgan_for(model, vqgan)
+
+
+def _vqgan_for(model: UnCLIP, vqgan: Any) -> Any:
+    """``vqgan`` if given, else the VQGAN ``model``'s card names (cached), on the model's device."""
+    return vqgan if vqgan is not None else shipped(vqgan_module.load, model.card.get("vqgan", "shapes-vqgan"),
+                                                   model.device)
+
+
+@torch.no_grad()
+def text_embeddings(prompts: str | Sequence[str], clip: Any = None, tokenizer: Any = None) -> Tensor:
+    """Prompts (English or Bengali) -> unit CLIP text embeddings (B, E) of ``clip`` (default: the shipped
+    "shapes-tiny" with its tokenizer; with your own ``clip`` pass its ``tokenizer``)."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    for p in prompts:
+        if not isinstance(p, str):
+            raise TypeError(f"prompts must be strings; got {type(p).__name__}")
+        if not p.strip():
+            raise ValueError("the prompt is empty: unCLIP needs a caption to embed (try 'a red circle')")
+    if clip is None:
+        clip, _, tokenizer = shipped(clip_module.load, "shapes-tiny")
+    if tokenizer is None:
+        raise ValueError("pass the tokenizer of your CLIP model (tokenizer=...)")
+    try:
+        tokens = tokenizer(prompts)
+    except ContextLengthError as e:
+        raise PromptTooLongError(f"prompt {e.text!r} has {e.n_tokens - 2} tokens, but CLIP reads at most "
+                                 f"{e.context_length - 2}; shorten it (e.g. 'a red circle at the top')") from None
+    return clip.encode_text(tokens.to(next(clip.parameters()).device), normalize=True)
+
+
+@torch.no_grad()
+def image_embeddings(images: Any, clip: Any = None) -> Tensor:
+    """PIL images (one or a list) or a float batch (B, 3, S, S) in [0, 1] -> unit CLIP image embeddings (B, E) of
+    ``clip`` (default: the shipped "shapes-tiny")."""
+    clip = clip if clip is not None else shipped(clip_module.load, "shapes-tiny")[0]
+    device, size = next(clip.parameters()).device, clip.cfg.image_size
+    if isinstance(images, Tensor):
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images (B, 3, H, W) in [0, 1]; got a tensor of shape {tuple(images.shape)}")
+        x = normalize_pixels(images.to(device).float(), size)  # (B, 3, S, S)
+    else:
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not images:
+            raise ValueError("no images given")
+        preprocess = Preprocess(size)
+        x = torch.stack([preprocess(im.convert("RGB")) for im in images]).to(device)  # (B, 3, S, S)
+    return clip.encode_image(x, normalize=True)
+
+
+@torch.no_grad()
+def decode(embeddings: Tensor, model: UnCLIP | None = None, *, seed: int = 0, noise: Tensor | None = None,
+           vqgan: Any = None, prompt: str = "", **settings: Any) -> Generation:
+    """Unit image embeddings (B, E) -> pictures: the decoder's codes, then the VQGAN (default: the one the card
+    names) -> :class:`~mmcore.generation.Generation` with ``.embeddings``. ``noise``: see
+    :meth:`UnCLIP.decode_codes`."""
+    start = time.perf_counter()
+    model = model if model is not None else shipped(load, "shapes-unclip")
+    vqgan = _vqgan_for(model, vqgan)
+    was_training = model.training
+    model.eval()
+    codes = model.decode_codes(embeddings, seed, noise, **settings)  # (B, G, G)
+    model.train(was_training)
+    images = vqgan.decode_indices(codes.to(next(vqgan.parameters()).device)).float().clamp(0, 1)  # (B, 3, S, S)
+    unit = F.normalize(embeddings.float(), dim=-1)
+    return Generation(prompt, images.cpu(), codes.cpu(), seconds=time.perf_counter() - start, embeddings=unit.cpu())
+
+
+@torch.no_grad()
+def generate(prompt: str, model: UnCLIP | None = None, *, n: int = 8, seed: int = 0, use_prior: bool = True,
+             clip: Any = None, tokenizer: Any = None, vqgan: Any = None, **settings: Any) -> Generation:
+    """``n`` pictures for ``prompt`` (English or Bengali): CLIP text embedding -> prior -> decoder -> VQGAN
+    -> :class:`~mmcore.generation.Generation` (``.images``: PIL; ``.embeddings``: the decoded image embeddings).
+
+    ``model``: an :class:`UnCLIP` (default: the shipped "shapes-unclip", cached); ``clip`` (with its ``tokenizer``)
+    and ``vqgan``: default the ones its card names. ``use_prior=False`` hands the *text* embedding straight to the
+    decoder (the ablation of lesson 06: the decoder never saw text embeddings in training). ``settings``:
+    :class:`UnCLIPSampleConfig` fields. The same seed gives the same pictures."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string; got {type(prompt).__name__}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1; got {n}")
+    start = time.perf_counter()
+    model, clip, tokenizer, vqgan = _models(model, clip, tokenizer, vqgan)
+    model.settings(**settings)  # unknown settings fail before any work
+    text = text_embeddings(prompt, clip, tokenizer).to(model.device)  # (1, E)
+    was_training = model.training
+    model.eval()
+    emb = model.prior_embeddings(text, n, seed, **settings)[0] if use_prior else text.expand(n, -1)  # (n, E)
+    model.train(was_training)
+    result = decode(emb, model, seed=seed + 1, vqgan=vqgan, prompt=prompt, **settings)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def variations(image: Any, model: UnCLIP | None = None, *, n: int = 8, seed: int = 0, clip: Any = None,
+               vqgan: Any = None, **settings: Any) -> Generation:
+    """``n`` pictures that share what CLIP sees in ``image`` (a PIL image or a (3, S, S) tensor in [0, 1]): its
+    CLIP image embedding decoded ``n`` times from different noise."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1; got {n}")
+    start = time.perf_counter()
+    model, clip, _, vqgan = _models(model, clip, None, vqgan)
+    if isinstance(image, Tensor) and image.ndim == 3:
+        image = image[None]
+    emb = image_embeddings(image, clip)  # (1, E)
+    result = decode(emb.expand(n, -1), model, seed=seed, vqgan=vqgan, **settings)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def interpolate(a: Any, b: Any, model: UnCLIP | None = None, *, steps: int = 6, seed: int = 0, clip: Any = None,
+                vqgan: Any = None, **settings: Any) -> Generation:
+    """``steps`` pictures on the way from image ``a`` to image ``b``: their CLIP embeddings are slerped
+    (:func:`slerp`) and decoded from the same start noise, so that only the embedding changes."""
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2; got {steps}")
+    start = time.perf_counter()
+    model, clip, _, vqgan = _models(model, clip, None, vqgan)
+    ea, eb = image_embeddings(a, clip), image_embeddings(b, clip)  # (1, E) each
+    w = torch.linspace(0, 1, steps, device=ea.device)[:, None]  # (steps, 1)
+    emb = slerp(ea.expand(steps, -1), eb.expand(steps, -1), w)  # (steps, E)
+    G, D = model.decoder.cfg.grid_size, model.decoder.cfg.code_dim
+    noise = torch.randn(1, G * G, D, generator=torch.Generator().manual_seed(seed)).expand(steps, -1, -1)
+    result = decode(emb, model, seed=seed, noise=noise, vqgan=vqgan, **settings)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
 # ------------------------------------------------------------------------------------ many prompts at once
 
 
 @torch.no_grad()
 def sample_pair_images(model: UnCLIP, pairs: Sequence[tuple[str, str]], n: int = 4, seed: int = 0,
-                       langs: Sequence[str] = LANGS, use_prior: bool = True,
-                       **settings: Any) -> tuple[list[str], list[dict[str, str]], Tensor]:
+                       langs: Sequence[str] = LANGS, use_prior: bool = True, clip: Any = None, tokenizer: Any = None,
+                       vqgan: Any = None, **settings: Any) -> tuple[list[str], list[dict[str, str]], Tensor]:
     """``n`` images for the :func:`mmcore.data.pair_prompt` of every (shape, colour) pair and language,
     all prompts in one batch -> ``(prompts (P,), wanted (P,), images (P, n, 3, S, S))``."""
+    model, clip, tokenizer, vqgan = _models(model, clip, tokenizer, vqgan)
     model.eval()
     prompts = [pair_prompt(s, c, lang) for s, c in pairs for lang in langs]
     wanted = [{"shape": s, "color": c} for s, c in pairs for _ in langs]
-    text = model.text_embeddings(prompts)  # (P, E)
+    text = text_embeddings(prompts, clip, tokenizer).to(model.device)  # (P, E)
     if use_prior:
         emb = model.prior_embeddings(text, n, seed, **settings).flatten(0, 1)  # (P * n, E)
     else:
         emb = text.repeat_interleave(n, dim=0)  # (P * n, E)
-    images = model.decode(emb, seed + 1, **settings).images  # (P * n, 3, S, S)
+    images = decode(emb, model, seed=seed + 1, vqgan=vqgan, **settings).pixels  # (P * n, 3, S, S)
     return prompts, wanted, images.view(len(prompts), n, *images.shape[1:])
 
 

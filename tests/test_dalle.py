@@ -17,7 +17,9 @@ import torch
 import mmcore.dalle
 import mmcore.vqgan
 from mmcore.clip import CLIP, CLIPConfig
-from mmcore.dalle import DALLE, DALLEConfig, DALLELoss, DALLEOutput, SampleConfig, dalle_loss, pad_after_end
+from mmcore.dalle import (DALLE, DALLEConfig, DALLELoss, DALLEOutput, SampleConfig, clip_scores, dalle_loss, generate,
+                          pad_after_end, tokenize)
+from mmcore.generation import Generation
 from mmcore.data import NUM_COMBOS, TRAIN_TEMPLATES, combo_attributes, combo_index, pair_prompt, seen_pairs
 from mmcore.sampling import PromptTooLongError
 from mmcore.tokenizer import BPETokenizer
@@ -48,14 +50,19 @@ def vqgan() -> VQGAN:
 
 
 @pytest.fixture(scope="module")
-def model(tokenizer, vqgan) -> DALLE:
+def model(tokenizer) -> DALLE:
     torch.manual_seed(0)
-    m = DALLE(DALLEConfig.tiny(text_vocab_size=tokenizer.vocab_size, sot_token=tokenizer.sot_token,
-                               eot_token=tokenizer.eot_token)).eval()
+    return DALLE(DALLEConfig.tiny(text_vocab_size=tokenizer.vocab_size, sot_token=tokenizer.sot_token,
+                                  eot_token=tokenizer.eot_token)).eval()
+
+
+@pytest.fixture(scope="module")
+def helpers(tokenizer, vqgan) -> dict:
+    """The helper models the pipeline takes: the tokenizer, a random tiny VQGAN and a random tiny CLIP."""
     torch.manual_seed(1)
     clip = CLIP(CLIPConfig.tiny(vocab_size=tokenizer.vocab_size, eot_token=tokenizer.eot_token, text_layers=1,
                                 vision_layers=1)).eval()
-    return m.attach(tokenizer=tokenizer, vqgan=vqgan, clip=(clip, tokenizer))
+    return {"tokenizer": tokenizer, "vqgan": vqgan, "clip": (clip, tokenizer)}
 
 
 # --------------------------------------------------------------------------------------------- model and loss
@@ -70,7 +77,7 @@ def test_config_presets():
 
 
 def test_forward_shapes(model):
-    text = model.tokenize(["a red circle", "একটি লাল বৃত্ত", ""])  # (3, Lt)
+    text = tokenize(["a red circle", "একটি লাল বৃত্ত", ""], model)  # (3, Lt)
     codes = torch.randint(0, 256, (3, 8, 8))
     out = model(text, codes)
     assert isinstance(out, DALLEOutput)
@@ -83,7 +90,7 @@ def test_forward_shapes(model):
 
 def test_causality(model):
     """Changing code j changes no prediction at or before position j (the prediction of code j itself)."""
-    text = model.tokenize(["a red circle"])
+    text = tokenize(["a red circle"], model)
     codes = torch.randint(0, 256, (1, 64))
     changed = codes.clone()
     changed[0, 20] = (codes[0, 20] + 1) % 256
@@ -117,7 +124,7 @@ def test_pad_after_end_and_tokenize(model, tokenizer):
     tokens = torch.tensor([[7, 1, 2, 9, 0, 0], [7, 9, 0, 0, 0, 0], [7, 1, 0, 2, 3, 9]])
     out = pad_after_end(tokens, eot_token=9, pad_token=99)
     assert out.tolist() == [[7, 1, 2, 9, 99, 99], [7, 9, 99, 99, 99, 99], [7, 1, 0, 2, 3, 9]]  # a real 0 stays
-    text = model.tokenize(["a red circle", ""])
+    text = tokenize(["a red circle", ""], model)
     assert text.shape == (2, model.cfg.text_length)
     assert torch.equal(text[1], model.null_text(1)[0])  # the empty prompt is the null caption
     assert text[0, 0] == tokenizer.sot_token and (text[0] == model.cfg.pad_token).sum() > 0
@@ -131,7 +138,7 @@ def test_pad_after_end_and_tokenize(model, tokenizer):
 
 @pytest.mark.parametrize("guidance", [None, 3.0])
 def test_kv_cache_gives_the_same_codes_as_no_cache(model, guidance):
-    text = model.tokenize(["a red circle", "একটি নীল বর্গ", ""])
+    text = tokenize(["a red circle", "একটি নীল বর্গ", ""], model)
     kwargs = dict(guidance_scale=guidance, temperature=1.0, top_k=50, top_p=0.95)
     cached = model.sample_codes(text, generator=torch.Generator().manual_seed(5), use_cache=True, **kwargs)
     uncached = model.sample_codes(text, generator=torch.Generator().manual_seed(5), use_cache=False, **kwargs)
@@ -145,7 +152,7 @@ def test_cache_logits_match_the_full_forward(model):
     """The cached path's logits for code j equal the teacher-forced forward's at the same position."""
     from mmcore.transformer import KVCache
 
-    text = model.tokenize(["a red circle"])
+    text = tokenize(["a red circle"], model)
     codes = torch.randint(0, 256, (1, 64))
     full = model(text, codes).image_logits  # (1, 64, K)
     cache = KVCache()
@@ -158,7 +165,7 @@ def test_cache_logits_match_the_full_forward(model):
 
 
 def test_guidance_scale_1_equals_plain_conditional_sampling(model):
-    text = model.tokenize(["a red circle", "a green heart"])
+    text = tokenize(["a red circle", "a green heart"], model)
     plain = model.sample_codes(text, None, generator=torch.Generator().manual_seed(2))
     guided = model.sample_codes(text, 1.0, generator=torch.Generator().manual_seed(2))  # two streams, batched
     assert torch.equal(plain, guided)
@@ -166,52 +173,56 @@ def test_guidance_scale_1_equals_plain_conditional_sampling(model):
     assert not torch.equal(plain, strong)
 
 
-def test_generate_returns_pil_images_and_reranks(model):
-    images = model.generate("a red circle", n=4, seed=0)
+def test_generate_returns_pictures_and_reranks(model, helpers):
+    result = generate("a red circle", model, n=4, seed=0, **helpers)
+    assert isinstance(result, Generation) and result.prompt == "a red circle" and len(result) == 4
+    assert result.pixels.shape == (4, 3, 32, 32) and result.codes.shape == (4, 8, 8) and result.scores is None
+    images = result.images
     assert len(images) == 4 and images[0].size == (32, 32) and images[0].mode == "RGB"
-    result = model.sample("a red circle", n=4, seed=0, rerank=2)
-    assert result.images.shape == (2, 3, 32, 32) and result.codes.shape == (2, 8, 8)
-    everything = model.sample("a red circle", n=4, seed=0)
-    from mmcore.dalle import clip_scores
-
-    clip, clip_tok = model.get_clip()
-    scores = clip_scores(clip, clip_tok, everything.images, "a red circle")
+    assert torch.equal(result.pixels, helpers["vqgan"].decode_indices(result.codes).clamp(0, 1))  # codes -> pictures
+    best2 = generate("a red circle", model, n=4, seed=0, rerank=2, **helpers)
+    assert best2.pixels.shape == (2, 3, 32, 32) and best2.codes.shape == (2, 8, 8)
+    clip, clip_tok = helpers["clip"]
+    scores = clip_scores(clip, clip_tok, result.pixels, "a red circle")
     best = scores.argsort(descending=True)[:2]
-    assert torch.equal(result.codes, everything.codes[best])  # the same samples, best two first
-    assert torch.allclose(result.scores, scores[best]) and result.scores[0] >= result.scores[1]
-    assert len(model.generate("a red circle", n=4, seed=0, rerank=1)) == 1
-    text = model.tokenize("a red circle").expand(4, -1)
-    lik = model.code_log_likelihood(text, everything.codes)
+    assert torch.equal(best2.codes, result.codes[best])  # the same samples, best two first
+    assert torch.allclose(best2.scores, scores[best]) and best2.scores[0] >= best2.scores[1]
+    assert len(generate("a red circle", model, n=4, seed=0, rerank=1, **helpers)) == 1
+    text = tokenize("a red circle", model).expand(4, -1)
+    lik = model.code_log_likelihood(text, result.codes)
     assert lik.shape == (4,) and (lik < 0).all()
-    by_lik = model.sample("a red circle", n=4, seed=0, rerank=1, rerank_by="likelihood")
-    assert torch.equal(by_lik.codes[0], everything.codes[lik.argmax()])
-    assert model.sample("a red circle", n=4, seed=0, rerank=2, rerank_by="clip+likelihood").scores.shape == (2,)
+    by_lik = generate("a red circle", model, n=4, seed=0, rerank=1, rerank_by="likelihood", **helpers)
+    assert torch.equal(by_lik.codes[0], result.codes[lik.argmax()])
+    both = generate("a red circle", model, n=4, seed=0, rerank=2, rerank_by="clip+likelihood", **helpers)
+    assert both.scores.shape == (2,)
     # same seed, same images; Bengali and the empty prompt work too
-    again = model.generate("a red circle", n=4, seed=0)
+    again = generate("a red circle", model, n=4, seed=0, **helpers).images
     assert all(a.tobytes() == b.tobytes() for a, b in zip(images, again))
-    assert len(model.generate("একটি লাল বৃত্ত", n=2, seed=1)) == 2
-    assert len(model.generate("", n=2, seed=1)) == 2
+    assert len(generate("একটি লাল বৃত্ত", model, n=2, seed=1, **helpers)) == 2
+    assert len(generate("", model, n=2, seed=1, **helpers)) == 2
 
 
-def test_sampling_settings(model):
-    a = model.sample("a red circle", n=2, seed=0, guidance_scale=1.0, top_k=1).codes
-    b = model.sample("a red circle", n=2, seed=7, guidance_scale=1.0, temperature=0).codes
+def test_sampling_settings(model, helpers):
+    a = generate("a red circle", model, n=2, seed=0, guidance_scale=1.0, top_k=1, **helpers).codes
+    b = generate("a red circle", model, n=2, seed=7, guidance_scale=1.0, temperature=0, **helpers).codes
     assert torch.equal(a, b)  # top-k 1 and temperature 0 are both greedy: no seed dependence
     with pytest.raises(TypeError, match="unknown sampling settings"):
-        model.generate("a red circle", n=2, guidanc_scale=2.0)
+        generate("a red circle", model, n=2, guidanc_scale=2.0, **helpers)
 
 
-def test_clear_errors(model, tmp_path, monkeypatch):
+def test_clear_errors(model, helpers, tmp_path, monkeypatch):
     long_prompt = "a small red circle at the top and a large blue square at the bottom"
     with pytest.raises(PromptTooLongError, match="truncate=True"):
-        model.generate(long_prompt, n=1)
-    assert len(model.generate(long_prompt, n=1, truncate=True)) == 1
+        generate(long_prompt, model, n=1, **helpers)
+    assert len(generate(long_prompt, model, n=1, truncate=True, **helpers)) == 1
     with pytest.raises(ValueError, match="rerank"):
-        model.generate("a red circle", n=2, rerank=3)
+        generate("a red circle", model, n=2, rerank=3, **helpers)
     with pytest.raises(ValueError, match="prompt"):
-        model.generate("", n=2, rerank=1)
+        generate("", model, n=2, rerank=1, **helpers)
     with pytest.raises(TypeError):
-        model.generate(None, n=1)
+        generate(None, model, n=1, **helpers)
+    with pytest.raises(TypeError, match="strings"):
+        tokenize(["a red circle", 3], model)
     monkeypatch.setattr(mmcore.dalle, "SHAPES_DALLE", tmp_path / "missing.safetensors")
     with pytest.raises(FileNotFoundError, match="python -m mmcore.train_dalle"):
         mmcore.dalle.load("shapes-dalle")
@@ -238,7 +249,7 @@ def test_save_load_round_trip(model, tmp_path):
     assert (tmp_path / "d.safetensors").stat().st_size < 0.6 * 4 * model.num_parameters()  # ~2 bytes per weight
     full = model.save(tmp_path / "f.safetensors")  # by default the weights' own dtype
     exact = mmcore.dalle.load(full, device="cpu")
-    text, codes = model.tokenize(["a red circle"]), torch.randint(0, 256, (1, 64))
+    text, codes = tokenize(["a red circle"], model), torch.randint(0, 256, (1, 64))
     assert torch.equal(model(text, codes).image_logits, exact(text, codes).image_logits)
 
 
@@ -361,6 +372,6 @@ def test_prompts_as_people_type_them_floor():
 
     model, referee = mmcore.dalle.load("shapes-dalle", device="cpu"), judge.load()
     prompts = phrased_prompts(seen_pairs(6) + sorted(HELDOUT), per_pair=1)
-    images = [model.generate(text, n=1, seed=i)[0] for i, (text, _, _) in enumerate(prompts)]
+    images = [generate(text, model, n=1, seed=i).image for i, (text, _, _) in enumerate(prompts)]
     result = referee.report(images, [wanted for _, _, wanted in prompts])
     assert result["images"] == 24 and result["fidelity"] >= 0.75 and result["shape_color"] >= 0.9, result

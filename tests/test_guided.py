@@ -10,6 +10,7 @@ from PIL import Image
 from mmcore import guided
 from mmcore.clip import normalize_pixels
 from mmcore.images import to_tensor
+from mmcore.generation import Generation
 from mmcore.guided import (GuidedResult, clamp_latent, codebook_bounds, make_cutouts, parse_prompts, quantize_st,
                            spherical_distance, total_variation)
 
@@ -141,7 +142,7 @@ def test_total_variation():
 
 def test_generate_result_fields_and_loss_goes_down():
     r = guided.generate("a red circle", steps=10, seed=0, cutouts=8, frame_every=5, config=PLAIN)
-    assert isinstance(r, GuidedResult)
+    assert isinstance(r, GuidedResult) and isinstance(r, Generation)  # the result type of every generator
     assert isinstance(r.image, Image.Image) and r.image.size == (32, 32) and r.image.mode == "RGB"
     assert len(r.frames) == 3 and all(isinstance(f, Image.Image) for f in r.frames)  # steps 0, 5 + the final
     assert len(r.losses) == 10 and all(math.isfinite(v) for v in r.losses)
@@ -150,7 +151,9 @@ def test_generate_result_fields_and_loss_goes_down():
         img = clip_model.encode_image(normalize_pixels(to_tensor(r.image), 32), normalize=True)
         txt = clip_model.encode_text(tokenizer(["a red circle"]), normalize=True)
     assert r.clip_score == pytest.approx((img * txt).sum().item(), abs=2e-3)
-    assert r.indices.shape == (8, 8)
+    assert r.codes.shape == (1, 8, 8) and r.pixels.shape == (1, 3, 32, 32) and r.scores.tolist() == [r.clip_score]
+    _, _, vqgan = guided.default_models("cpu")
+    assert torch.allclose(r.pixels, vqgan.decode_indices(r.codes).clamp(0, 1))  # the picture is its codes drawn
     assert r.prompts == [("a red circle", 1.0)]
     assert sum(r.losses[-3:]) / 3 < sum(r.losses[:3]) / 3
 

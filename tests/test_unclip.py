@@ -24,8 +24,9 @@ from mmcore.sampling import PromptTooLongError
 from mmcore.tokenizer import BPETokenizer
 from mmcore.pools import build_embedding_pool, draw_prior_batch, text_embedding_table
 from mmcore.train_unclip import UnCLIPTrainConfig, evaluate_decoder, main, train_unclip
-from mmcore.unclip import (CodeDecoder, DecoderConfig, DiffusionPrior, PriorConfig, UnCLIP, UnCLIPSampleConfig,
-                           slerp)
+from mmcore.generation import Generation
+from mmcore.unclip import (CodeDecoder, DecoderConfig, DiffusionPrior, PriorConfig, UnCLIP, UnCLIPSampleConfig, decode,
+                           generate, image_embeddings, interpolate, slerp, text_embeddings, variations)
 from mmcore.vqgan import VQGAN, VQGANConfig
 
 torch.set_num_threads(1)
@@ -73,7 +74,13 @@ def model(clip, tokenizer, vqgan) -> UnCLIP:
                                         width=32, layers=1, heads=2), vqgan.quantizer.codebook)
     m = UnCLIP(prior, decoder).eval()
     m.sample_config = UnCLIPSampleConfig(prior_steps=4, decoder_steps=4)
-    return m.attach(clip=(clip, tokenizer), vqgan=vqgan)
+    return m
+
+
+@pytest.fixture(scope="module")
+def helpers(clip, tokenizer, vqgan) -> dict:
+    """The helper models the pipelines take: a random tiny CLIP (with the course tokenizer) and VQGAN."""
+    return {"clip": clip, "tokenizer": tokenizer, "vqgan": vqgan}
 
 
 # ------------------------------------------------------------------------------------------------ diffusion
@@ -219,73 +226,78 @@ def test_decoder_same_noise_same_codes(model):
 # ---------------------------------------------------------------------------------------------- the two stages
 
 
-def test_generate_variations_interpolate(model):
-    images = model.generate("a red circle", n=3, seed=0)
+def test_generate_variations_interpolate(model, helpers, clip, vqgan):
+    result = generate("a red circle", model, n=3, seed=0, **helpers)
+    assert isinstance(result, Generation) and result.prompt == "a red circle" and result.seconds > 0
+    images = result.images
     assert len(images) == 3 and images[0].size == (32, 32)
-    again = model.generate("a red circle", n=3, seed=0)
+    assert torch.equal(result.pixels, vqgan.decode_indices(result.codes).clamp(0, 1))  # codes -> pictures
+    again = generate("a red circle", model, n=3, seed=0, **helpers).images
     assert [im.tobytes() for im in images] == [im.tobytes() for im in again]
-    result = model.sample("একটি নীল বর্গ", n=2, seed=1, use_prior=False)
-    assert result.images.shape == (2, 3, 32, 32) and result.codes.shape == (2, 8, 8)
-    assert torch.allclose(result.embeddings[0], model.text_embeddings("একটি নীল বর্গ")[0], atol=1e-6)
-    variations = model.variations(images[0], n=4)
-    assert len(variations) == 4
-    emb = model.image_embeddings(images[0])  # what the variations are drawn from
-    expected = model.decode(emb.expand(4, -1), seed=0).images  # (4, 3, S, S): the same decoder run by hand
-    assert [v.tobytes() for v in variations] == [v.tobytes() for v in to_pil(expected)]
-    assert len(model.variations(result.images[0], n=2)) == 2  # a (3, S, S) tensor works too
-    path = model.interpolate(images[0], images[1], steps=5)
+    raw = generate("একটি নীল বর্গ", model, n=2, seed=1, use_prior=False, **helpers)
+    assert raw.pixels.shape == (2, 3, 32, 32) and raw.codes.shape == (2, 8, 8)
+    assert torch.allclose(raw.embeddings[0], text_embeddings("একটি নীল বর্গ", clip, helpers["tokenizer"])[0], atol=1e-6)
+    drawn = variations(images[0], model, n=4, clip=clip, vqgan=vqgan)
+    assert len(drawn) == 4
+    emb = image_embeddings(images[0], clip)  # what the variations are drawn from
+    expected = model.decode_codes(emb.expand(4, -1), seed=0)  # (4, G, G): the same decoder run by hand
+    assert torch.equal(drawn.codes, expected)
+    assert len(variations(raw.pixels[0], model, n=2, clip=clip, vqgan=vqgan)) == 2  # a (3, S, S) tensor works too
+    path = interpolate(images[0], images[1], model, steps=5, clip=clip, vqgan=vqgan)
     assert len(path) == 5
     # the two ends decode exactly the two pictures' own embeddings, from the path's shared start noise
-    ends = torch.cat([model.image_embeddings(images[0]), model.image_embeddings(images[1])])  # (2, E)
+    ends = torch.cat([image_embeddings(images[0], clip), image_embeddings(images[1], clip)])  # (2, E)
     G, D = model.decoder.cfg.grid_size, model.decoder.cfg.code_dim
     noise = torch.randn(1, G * G, D, generator=torch.Generator().manual_seed(0)).expand(2, -1, -1)
-    by_hand = to_pil(model.decode(ends, seed=0, noise=noise).images)
-    assert path[0].tobytes() == by_hand[0].tobytes() and path[-1].tobytes() == by_hand[1].tobytes()
+    by_hand = decode(ends, model, seed=0, noise=noise, vqgan=vqgan).images
+    assert path.images[0].tobytes() == by_hand[0].tobytes() and path.images[-1].tobytes() == by_hand[1].tobytes()
 
 
-def test_prior_embeddings_keep_the_candidate_closest_to_the_text(model):
-    text = model.text_embeddings(["a red circle", "a blue square"])
+def test_prior_embeddings_keep_the_candidate_closest_to_the_text(model, helpers):
+    text = text_embeddings(["a red circle", "a blue square"], helpers["clip"], helpers["tokenizer"])
     one = model.prior_embeddings(text, n=3, seed=0, prior_candidates=1)
     best = model.prior_embeddings(text, n=3, seed=0, prior_candidates=4)
     assert one.shape == best.shape == (2, 3, 32)
     assert (best * text[:, None]).sum(-1).mean() >= (one * text[:, None]).sum(-1).mean()
 
 
-def test_image_embeddings_pil_and_tensor_agree(model):
-    result = model.sample("a red circle", n=2, seed=0)
-    from mmcore.images import to_pil
-
-    from_pil = model.image_embeddings(to_pil(result.images))
-    from_tensor = model.image_embeddings(result.images)
+def test_image_embeddings_pil_and_tensor_agree(model, helpers, clip):
+    result = generate("a red circle", model, n=2, seed=0, **helpers)
+    from_pil = image_embeddings(result.images, clip)
+    from_tensor = image_embeddings(result.pixels, clip)
     assert torch.allclose(from_pil, from_tensor, atol=3e-3)  # PIL rounds pixels to 8 bits
     pixels = (torch.rand(1, 3, 32, 32) * 255).round() / 255  # 8-bit values, as a PIL image holds
     assert torch.allclose(normalize_pixels(pixels, 32)[0], Preprocess(32)(to_pil(pixels)[0]), atol=1e-5)
 
 
-def test_clear_errors(model, tmp_path):
+def test_clear_errors(model, helpers, clip, tmp_path):
     with pytest.raises(ValueError, match="empty"):
-        model.generate("  ")
+        generate("  ", model, **helpers)
     with pytest.raises(PromptTooLongError, match="at most"):
-        model.generate("a red circle " * 20)
+        generate("a red circle " * 20, model, **helpers)
     with pytest.raises(TypeError, match="string"):
-        model.generate(3)
+        generate(3, model, **helpers)
     with pytest.raises(TypeError, match="UnCLIPSampleConfig"):
-        model.generate("a red circle", steps=3)
+        generate("a red circle", model, steps=3, **helpers)
     with pytest.raises(ValueError, match="n must be"):
-        model.generate("a red circle", n=0)
+        generate("a red circle", model, n=0, **helpers)
+    with pytest.raises(ValueError, match="tokenizer"):
+        text_embeddings("a red circle", clip)  # a CLIP of one's own needs its tokenizer
+    picture = generate("a red circle", model, n=1, **helpers).image
     with pytest.raises(ValueError, match="steps must be"):
-        model.interpolate(model.generate("a red circle", n=1)[0], model.generate("a blue square", n=1)[0], steps=1)
+        interpolate(picture, picture, model, steps=1, clip=clip, vqgan=helpers["vqgan"])
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
-        model.image_embeddings(torch.rand(2, 32, 32))
+        image_embeddings(torch.rand(2, 32, 32), clip)
     with pytest.raises(ValueError, match="unknown unCLIP model"):
         mmcore.unclip.load(tmp_path / "missing.safetensors")
 
 
 def test_save_load_round_trip(model, tmp_path, vqgan, clip, tokenizer):
     path = model.save(tmp_path / "u.safetensors", dtype=torch.float32, metrics={"x": 1.0})
-    loaded = mmcore.unclip.load(path, device="cpu").attach(clip=(clip, tokenizer), vqgan=vqgan)
+    loaded = mmcore.unclip.load(path, device="cpu")
     assert loaded.card["metrics"] == {"x": 1.0} and loaded.sample_config == model.sample_config
-    a, b = model.sample("a red circle", n=2, seed=3), loaded.sample("a red circle", n=2, seed=3)
+    helpers = {"clip": clip, "tokenizer": tokenizer, "vqgan": vqgan}
+    a, b = generate("a red circle", model, n=2, seed=3, **helpers), generate("a red circle", loaded, n=2, seed=3, **helpers)
     assert torch.equal(a.codes, b.codes)
     other = tmp_path / "other.safetensors"
     from mmcore.weights import save_checkpoint
@@ -390,9 +402,9 @@ def test_shipped_variations_keep_what_clip_sees_in_their_source():
 
     model = mmcore.unclip.load("shapes-unclip", device="cpu")
     data = ShapesDataset("test", n=8, image_size=32, seed=11)
-    sources = model.image_embeddings([data[i][0] for i in range(8)])  # (8, E)
-    drawn = model.decode(sources.repeat_interleave(2, dim=0), seed=0).images  # (16, 3, 32, 32)
-    sim = model.image_embeddings(drawn).view(8, 2, -1) @ sources.t()  # (8, 2, 8): variation x source
+    sources = image_embeddings([data[i][0] for i in range(8)])  # (8, E), the shipped CLIP
+    drawn = decode(sources.repeat_interleave(2, dim=0), model, seed=0).pixels  # (16, 3, 32, 32)
+    sim = image_embeddings(drawn).view(8, 2, -1) @ sources.t()  # (8, 2, 8): variation x source
     own = sim[torch.arange(8), :, torch.arange(8)]  # (8, 2)
     others = sim.permute(0, 2, 1)[~torch.eye(8, dtype=torch.bool)]  # (56, 2)
     assert own.mean() > 0.8 and others.mean() < 0.3 and (own.min(dim=1).values > others.view(8, 7, 2).amax((1, 2))).all()
@@ -408,6 +420,6 @@ def test_prompts_as_people_type_them_floor():
 
     model, referee = mmcore.unclip.load("shapes-unclip", device="cpu"), judge.load()
     prompts = phrased_prompts(seen_pairs(6) + sorted(HELDOUT), per_pair=1)
-    images = [model.generate(text, n=1, seed=i)[0] for i, (text, _, _) in enumerate(prompts)]
+    images = [generate(text, model, n=1, seed=i).image for i, (text, _, _) in enumerate(prompts)]
     result = referee.report(images, [wanted for _, _, wanted in prompts])
     assert result["images"] == 24 and result["fidelity"] >= 0.45 and result["shape_color"] >= 0.9, result

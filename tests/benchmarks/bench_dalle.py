@@ -39,7 +39,7 @@ def speed(model: dalle.DALLE, n: int, guidance: float | None, repeats: int = 1) 
     """Seconds to sample ``n`` images' codes with and without the cache (best of ``repeats``), and whether they
     agree."""
     device = model.text_pos_embed.device
-    text = model.tokenize("a red circle").to(device).expand(n, -1)  # (n, Lt)
+    text = dalle.tokenize("a red circle", model).to(device).expand(n, -1)  # (n, Lt)
     times, codes = {}, {}
     for use_cache in (True, False):
         best = float("inf")
@@ -77,7 +77,7 @@ def main() -> None:
     device = torch.device(args.device)
 
     model = dalle.load(args.checkpoint, device=device)
-    model.get_vqgan(), model.get_clip()  # load outside the timing
+    dalle.generate("a red circle", model, n=1, rerank=1)  # load the helper models outside the timing
     print(f"model: {args.checkpoint} ({model.num_parameters():,} parameters, width {model.cfg.width}, "
           f"{model.cfg.layers} layers), device {device}; sampling defaults {model.sample_config}")
     overrides = {}

@@ -108,11 +108,11 @@ def main(argv: list[str] | None = None) -> None:
           f"({len(HELDOUT)} held-out), phrasings of both languages")
     if "dalle" in args.generators:
         dalle_model = dalle.load(args.dalle, device="cpu")
-        generator_fidelity(f"DALL-E {args.dalle}", lambda p, s: dalle_model.generate(p, n=1, seed=s)[0], referee,
+        generator_fidelity(f"DALL-E {args.dalle}", lambda p, s: dalle.generate(p, dalle_model, n=1, seed=s).image, referee,
                            pairs, None)
     if "unclip" in args.generators:
         unclip_model = unclip.load(args.unclip, device="cpu")
-        generator_fidelity(f"unCLIP {args.unclip}", lambda p, s: unclip_model.generate(p, n=1, seed=s)[0], referee,
+        generator_fidelity(f"unCLIP {args.unclip}", lambda p, s: unclip.generate(p, unclip_model, n=1, seed=s).image, referee,
                            pairs, None)
     if "guided" in args.generators:
         guided.generate("a red circle", steps=1)  # load the default models once, outside the timing

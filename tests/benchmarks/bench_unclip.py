@@ -53,8 +53,8 @@ def compare(referee: judge.Judge, pairs: list[tuple[str, str]], n: int, n_guided
     unclip_model = unclip.load("shapes-unclip", device="cpu")
     makers = {
         "VQGAN+CLIP": (n_guided, lambda p, k: [guided.generate(p, seed=s).image for s in range(k)]),
-        "DALL-E": (n, lambda p, k: dalle_model.generate(p, n=k, seed=0)),
-        "unCLIP": (n, lambda p, k: unclip_model.generate(p, n=k, seed=0)),
+        "DALL-E": (n, lambda p, k: dalle.generate(p, dalle_model, n=k, seed=0).images),
+        "unCLIP": (n, lambda p, k: unclip.generate(p, unclip_model, n=k, seed=0).images),
     }
     guided.generate("a red circle", steps=1)  # load the default models once, outside the timing
     print(f"  {'generator':11s} {'all':>7s} {'seen':>7s} {'held-out':>9s} {'pictures':>9s} {'s/picture':>10s}")
