@@ -32,8 +32,9 @@ One vocabulary for every model (``clip``, ``vqgan``, ``dalle``, ``unclip``, ``ju
   attribute combinations, prompts) in :mod:`mmcore.data`; the generators' pre-encoded training data in
   :mod:`mmcore.pools`; what every training command shares (the schedule fitted to a time budget, the CLI builder,
   run cards) in :mod:`mmcore.training`.
-* ``python -m mmcore.train clip`` / ``mmcore.train_vqgan`` / ``train_dalle`` / ``train_unclip`` / ``train_judge``
-  train each model; a lesson's live run calls the training function with its config.
+* ``python -m mmcore.train {clip,vqgan,dalle,unclip,judge} [options]`` trains each model (the modules
+  ``train_clip``, ``train_vqgan``, ``train_dalle``, ``train_unclip``, ``train_judge``, each with a
+  ``<Model>TrainConfig`` whose fields are the options); a lesson's live run calls the training function with its config.
 """
 from __future__ import annotations
 

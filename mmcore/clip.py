@@ -115,7 +115,7 @@ class CLIPConfig(DictConfig):
 
         The vocabulary defaults to 4,096 ids with ``eot_token`` the last one (OpenAI's convention; what the tests'
         random models use); the shipped ``shapes-tiny`` passes the course tokenizer's ids
-        (``vocab_size=tokenizer.vocab_size`` = 2,954, ``eot_token=tokenizer.eot_token``), as :mod:`mmcore.train` does.
+        (``vocab_size=tokenizer.vocab_size`` = 2,954, ``eot_token=tokenizer.eot_token``), as :mod:`mmcore.train_clip` does.
         """
         cfg = cls(
             embed_dim=128, image_size=32, patch_size=8, vision_width=128, vision_layers=3, vision_heads=4,

@@ -162,7 +162,7 @@ def similarity_heatmap(similarity, images: Sequence, texts: Sequence[str], title
 
 
 def training_curves(history, labels: dict[str, str] | None = None, dpi: int = 72):
-    """Loss per step and held-out zero-shot accuracy per evaluation of a :class:`mmcore.train.TrainHistory`.
+    """Loss per step and held-out zero-shot accuracy per evaluation of a :class:`mmcore.train_clip.CLIPHistory`.
 
     ``labels`` overrides the axis texts (keys: loss, accuracy, step, english, bengali), e.g. in Bengali.
     """

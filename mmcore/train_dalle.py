@@ -330,17 +330,18 @@ _OPTIONAL_TYPES = {"max_minutes": float, "out": str, "threads": int, "pool_size"
                    "init_from": str}
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mmcore.train_dalle", description=__doc__.split("\n\n")[0])
+def _parser(entry: str = "mmcore.train_dalle") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m {entry}", description=__doc__.split("\n\n")[0])
     return add_config_arguments(parser, DALLETrainConfig, _OPTIONAL_TYPES)
 
 
-def main(argv: Sequence[str] | None = None) -> DALLETrainResult:
-    """``python -m mmcore.train_dalle [--option value ...]``."""
+def main(argv: Sequence[str] | None = None, entry: str = "mmcore.train_dalle") -> DALLETrainResult:
+    """``python -m mmcore.train_dalle [--option value ...]`` (``entry``: how it was invoked,
+    ``"mmcore.train dalle"`` through :mod:`mmcore.train`; the card records the command as typed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = vars(_parser().parse_args(argv))
+    args = vars(_parser(entry).parse_args(argv))
     cfg = config_from_args(DALLETrainConfig, args)
-    result = train_dalle(cfg, command=f"python -m mmcore.train_dalle {shlex.join(argv)}")
+    result = train_dalle(cfg, command=f"python -m {entry} {shlex.join(argv)}")
     print(f"parameters: {result.model.num_parameters():,}")
     print_summary(result.metrics, result.path)
     return result

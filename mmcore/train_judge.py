@@ -447,16 +447,17 @@ def _train_judge(cfg: JudgeTrainConfig, command: str | None, model_cfg: JudgeCon
 _OPTIONAL_TYPES = {"max_minutes": float, "out": str, "threads": int}  # fields whose default is None
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mmcore.train_judge", description=__doc__.split("\n\n")[0])
+def _parser(entry: str = "mmcore.train_judge") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m {entry}", description=__doc__.split("\n\n")[0])
     return add_config_arguments(parser, JudgeTrainConfig, _OPTIONAL_TYPES)
 
 
-def main(argv: Sequence[str] | None = None) -> tuple[Judge, dict[str, float]]:
-    """``python -m mmcore.train_judge [--option value ...]``: train, calibrate, evaluate, save."""
+def main(argv: Sequence[str] | None = None, entry: str = "mmcore.train_judge") -> tuple[Judge, dict[str, float]]:
+    """``python -m mmcore.train_judge [--option value ...]``: train, calibrate, evaluate, save (``entry``: how it
+    was invoked, ``"mmcore.train judge"`` through :mod:`mmcore.train`; the card records the command as typed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    cfg = config_from_args(JudgeTrainConfig, vars(_parser().parse_args(argv)))
-    judge, metrics = train_judge(cfg, command=f"python -m mmcore.train_judge {shlex.join(argv)}")
+    cfg = config_from_args(JudgeTrainConfig, vars(_parser(entry).parse_args(argv)))
+    judge, metrics = train_judge(cfg, command=f"python -m {entry} {shlex.join(argv)}")
     print("\n".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
     if cfg.out:
         print(f"saved {cfg.out}")

@@ -332,16 +332,17 @@ def _train_unclip(cfg: UnCLIPTrainConfig, clip: tuple[Any, Any] | None, vqgan: A
 _OPTIONAL_TYPES = {"max_minutes": float, "out": str, "threads": int, "device": str, "init_from": str}
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mmcore.train_unclip", description=__doc__.split("\n\n")[0])
+def _parser(entry: str = "mmcore.train_unclip") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m {entry}", description=__doc__.split("\n\n")[0])
     return add_config_arguments(parser, UnCLIPTrainConfig, _OPTIONAL_TYPES)
 
 
-def main(argv: Sequence[str] | None = None) -> UnCLIPTrainResult:
-    """``python -m mmcore.train_unclip [--option value ...]``."""
+def main(argv: Sequence[str] | None = None, entry: str = "mmcore.train_unclip") -> UnCLIPTrainResult:
+    """``python -m mmcore.train_unclip [--option value ...]`` (``entry``: how it was invoked,
+    ``"mmcore.train unclip"`` through :mod:`mmcore.train`; the card records the command as typed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    cfg = config_from_args(UnCLIPTrainConfig, vars(_parser().parse_args(argv)))
-    result = train_unclip(cfg, command=f"python -m mmcore.train_unclip {shlex.join(argv)}")
+    cfg = config_from_args(UnCLIPTrainConfig, vars(_parser(entry).parse_args(argv)))
+    result = train_unclip(cfg, command=f"python -m {entry} {shlex.join(argv)}")
     print(f"parameters: {result.model.num_parameters():,}")
     print_summary(result.metrics, result.path)
     return result

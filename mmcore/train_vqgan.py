@@ -259,17 +259,18 @@ def _train_vqgan(cfg: VQGANTrainConfig, model: VQGAN | None, command: str | None
 _OPTIONAL_TYPES = {"max_minutes": float, "out": str, "threads": int}  # fields whose default is None
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mmcore.train_vqgan", description=__doc__.split("\n\n")[0])
+def _parser(entry: str = "mmcore.train_vqgan") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m {entry}", description=__doc__.split("\n\n")[0])
     return add_config_arguments(parser, VQGANTrainConfig, _OPTIONAL_TYPES)
 
 
-def main(argv: Sequence[str] | None = None) -> VQGANTrainResult:
-    """``python -m mmcore.train_vqgan [--option value ...]``."""
+def main(argv: Sequence[str] | None = None, entry: str = "mmcore.train_vqgan") -> VQGANTrainResult:
+    """``python -m mmcore.train_vqgan [--option value ...]`` (``entry``: how it was invoked,
+    ``"mmcore.train vqgan"`` through :mod:`mmcore.train`; the card records the command as typed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = vars(_parser().parse_args(argv))
+    args = vars(_parser(entry).parse_args(argv))
     cfg = config_from_args(VQGANTrainConfig, args)
-    result = train_vqgan(cfg, command=f"python -m mmcore.train_vqgan {shlex.join(argv)}")
+    result = train_vqgan(cfg, command=f"python -m {entry} {shlex.join(argv)}")
     print_summary(result.metrics, result.path)
     return result
 

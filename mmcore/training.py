@@ -1,6 +1,6 @@
 """The pieces every training loop of the course shares: learning-rate schedule, weight-decay groups, mixed
 precision on CUDA only, CPU thread control, the progress bar, and command-line options made from a config
-dataclass. Kept apart from the model-specific loops (:mod:`mmcore.train`
+dataclass. Kept apart from the model-specific loops (:mod:`mmcore.train_clip`
 for CLIP, :mod:`mmcore.train_vqgan`, :mod:`mmcore.train_judge`) so that none of them imports another's model.
 """
 from __future__ import annotations

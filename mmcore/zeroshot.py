@@ -4,7 +4,7 @@ Zero-shot classification needs no classifier training: every class gets a text p
 heart"), the prompt's text embedding becomes the class's weight vector, and an image is assigned the class
 whose prompt lies closest (:func:`mmcore.clip.zero_shot_classifier` does the embedding).
 
-The Shapes version, used by the training loop (:mod:`mmcore.train`), the tests and lesson 01:
+The Shapes version, used by the training loop (:mod:`mmcore.train_clip`), the tests and lesson 01:
 
 * :func:`eval_set` - a fixed, reproducible set of images (a tensor) with their attributes.
 * :func:`class_prompts` - the prompts of one (shape, colour) class in one language. The evaluation templates
@@ -53,7 +53,7 @@ CLASSES: list[tuple[str, str]] = list(itertools.product(SHAPES, COLORS))
 def eval_set(split: str = "heldout", n: int = 600, seed: int = WATCH_SEED, image_size: int = 32) -> tuple[Tensor, list[dict[str, str]]]:
     """A fixed evaluation set: ``(images (N, 3, S, S) normalised, attributes)``, a pure function of the arguments.
 
-    Its random stream (``"eval:..."``) differs from the training stream of :mod:`mmcore.train`, so these
+    Its random stream (``"eval:..."``) differs from the training stream of :mod:`mmcore.train_clip`, so these
     exact images are never trained on.
     """
     rng = random.Random(f"eval:{split}:{seed}")

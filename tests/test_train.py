@@ -1,4 +1,4 @@
-"""Tests of mmcore.train (the CLIP training loop) and mmcore.zeroshot (its evaluation helpers).
+"""Tests of mmcore.train_clip (the CLIP training loop, and the mmcore.train entry point) and mmcore.zeroshot (its evaluation helpers).
 
 Every training run here is a few steps of the tiny CLIP on a batch of 16: the whole file takes seconds.
 """
@@ -23,8 +23,8 @@ from mmcore.clip import CLIP, CLIPConfig, clip_loss
 from mmcore.data import HELDOUT, TRAIN_TEMPLATES, WATCH_SEED, caption
 from mmcore.tokenizer import BPETokenizer
 from mmcore.weights import load_checkpoint, sha256_file
-from mmcore.train import (
-    TrainConfig,
+from mmcore.train_clip import (
+    CLIPTrainConfig,
     _parser,
     caption_templates,
     contrastive_loss,
@@ -48,7 +48,7 @@ from mmcore.zeroshot import (
 )
 
 # A few steps, no evaluation beyond the minimum: the unit-test configuration.
-FAST = TrainConfig(steps=3, batch_size=16, warmup_steps=2, eval_every=0, eval_images=48, final_eval=False,
+FAST = CLIPTrainConfig(steps=3, batch_size=16, warmup_steps=2, eval_every=0, eval_images=48, final_eval=False,
                    progress=False, threads=1)
 
 
@@ -191,7 +191,7 @@ def test_fine_tune_with_a_frozen_image_tower_records_its_base(tmp_path):
         same = torch.equal(p, after[name])
         assert same == name.startswith("visual."), name  # the image tower is locked, the rest learnt
     card = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
-    assert card["base"]["sha256"] == sha256_file(base) and card["base"]["command"].startswith("mmcore.train.train_clip(")
+    assert card["base"]["sha256"] == sha256_file(base) and card["base"]["command"].startswith("mmcore.train_clip.train_clip(")
     with pytest.raises(ValueError, match="unknown CLIP checkpoint"):
         train_clip(replace(FAST, init_from=str(tmp_path / "missing.safetensors")), device="cpu")
 
@@ -236,7 +236,7 @@ def test_checkpoint_loads_with_clip_load_and_resume_continues_exactly(tmp_path):
 
     card = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
     assert card["step"] == 2 and card["seed"] == 0 and card["tokenizer"] == "course"  # found wherever the file goes
-    assert card["command"].startswith("mmcore.train.train_clip(") and card["training"]["batch_size"] == 16
+    assert card["command"].startswith("mmcore.train_clip.train_clip(") and card["training"]["batch_size"] == 16
     assert len(card["history"]["loss"]) == 2 and "created" in card
     model, preprocess, tok = mmcore.clip.load(out, device="cpu")
     assert tok.vocab_size == model.cfg.vocab_size == 2954 and preprocess.size == 32
@@ -270,16 +270,27 @@ def test_quick_mode_shrinks_training(monkeypatch):
 
 
 def test_command_line_records_the_command(tmp_path, capsys):
+    from mmcore import train
+
     out = tmp_path / "cli.safetensors"
-    argv = ["clip", "--steps", "2", "--batch-size", "8", "--eval-every", "0", "--eval-images", "48",
+    argv = ["--steps", "2", "--batch-size", "8", "--eval-every", "0", "--eval-images", "48",
             "--no-final-eval", "--no-progress", "--no-save-optimizer", "--threads", "1", "--out", str(out)]
     result = main(argv)
     assert len(result.history.loss) == 2 and not (tmp_path / "cli.optim.safetensors").exists()
     card = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
-    assert card["command"] == "python -m mmcore.train " + " ".join(argv)
+    assert card["command"] == "python -m mmcore.train_clip " + " ".join(argv)
     assert card["training"]["batch_size"] == 8 and card["training"]["langs"] == ["en", "bn"]
-    args = _parser().parse_args(["clip", "--langs", "bn", "--betas", "0.9", "0.95"])
+    args = _parser("mmcore.train_clip").parse_args(["--langs", "bn", "--betas", "0.9", "0.95"])
     assert args.langs == ["bn"] and args.betas == [0.9, 0.95]
+    # the one entry point for every model dispatches here and records the command as typed (as the cards do)
+    again = train.main(["clip", *argv])
+    assert again.history.loss == result.history.loss  # the same run
+    card = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert card["command"] == "python -m mmcore.train clip " + " ".join(argv)
+    with pytest.raises(SystemExit, match="name the model to train"):
+        train.main(["--steps", "2"])
+    with pytest.raises(SystemExit, match="got 'clips'"):
+        train.main(["clips"])
 
 
 # ------------------------------------------------------------------------------------------- DDP (two processes)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mmcore import data, plot, widgets
 from mmcore.images import to_tensor
 from mmcore.search import build_index
-from mmcore.train import TrainHistory
+from mmcore.train_clip import CLIPHistory
 
 COLOURS = list(data.COLORS)
 
@@ -94,7 +94,7 @@ def test_similarity_heatmap_checks_shapes_and_marks_each_column_best():
 
 
 def test_training_curves_plot_every_history_entry():
-    history = TrainHistory(step=[1, 2, 3], loss=[3.0, 2.0, 1.5], eval_step=[3], zero_shot=[0.5], zero_shot_bn=[0.4])
+    history = CLIPHistory(step=[1, 2, 3], loss=[3.0, 2.0, 1.5], eval_step=[3], zero_shot=[0.5], zero_shot_bn=[0.4])
     fig = plot.training_curves(history, labels={"loss": "লস"})
     left, right = fig.axes
     assert list(left.lines[0].get_ydata()) == [3.0, 2.0, 1.5]

@@ -3,7 +3,7 @@
 
 Run it as a script: ``python tests/benchmarks/bench_live_clip.py [--minutes 5] [--floor 0.95] [--threads 2]``.
 It exits non-zero when a language misses the floor (``make bench`` stops there). It has no ``test_*`` function, so
-pytest does not collect it. The lesson itself runs ``train_clip(TrainConfig(max_minutes=5, eval_every=50))``; the
+pytest does not collect it. The lesson itself runs ``train_clip(CLIPTrainConfig(max_minutes=5, eval_every=50))``; the
 README reports 100 % in both languages for two live runs (1,007 and 1,129 steps, one thread each).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for a plain checkout
 
-from mmcore.train import TrainConfig, train_clip  # noqa: E402
+from mmcore.train_clip import CLIPTrainConfig, train_clip  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--floor", type=float, default=0.95)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores but one)")
     args = parser.parse_args(argv)
-    result = train_clip(TrainConfig(max_minutes=args.minutes, eval_every=50, progress=False, threads=args.threads))
+    result = train_clip(CLIPTrainConfig(max_minutes=args.minutes, eval_every=50, progress=False, threads=args.threads))
     steps, minutes = result.history.step[-1], result.history.seconds[-1] / 60
     print(f"{steps} steps in {minutes:.1f} minutes")
     missed = []

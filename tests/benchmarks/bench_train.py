@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from mmcore.clip import CLIP, CLIPConfig  # noqa: E402
 from mmcore.images import normalize, to_tensor  # noqa: E402
 from mmcore.tokenizer import BPETokenizer  # noqa: E402
-from mmcore.train import contrastive_loss, shapes_batch  # noqa: E402
+from mmcore.train_clip import contrastive_loss, shapes_batch  # noqa: E402
 from mmcore.training import parameter_groups  # noqa: E402
 
 
