@@ -285,7 +285,9 @@ def test_to_tensor_shapes_values_and_layout():
     expected = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)  # (3, H, W)
     assert torch.equal(x[0], expected)
     batch = to_tensor([noise_image(4, 4, seed) for seed in range(3)])
-    assert batch.shape == (3, 3, 4, 4) and 0 <= batch.min() and batch.max() <= 1
+    assert batch.shape == (3, 3, 4, 4)
+    for seed in range(3):  # a batch is its images, converted one by one, in order
+        assert torch.equal(batch[seed], to_tensor(noise_image(4, 4, seed))[0])
     assert torch.equal(to_tensor(iter([image, image])), torch.cat([x, x]))  # any iterable of images
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -79,7 +80,9 @@ def test_real_images_are_clean(predictions):
     print("clean", rate)
     assert rate >= 0.98
     assert all(p["reasons"] == [] for p in every if p["clean"])
-    assert all(0 <= p["clean_score"] <= 1 for p in every)
+    # the outline score of real renders: median 0.91, lowest 0.80 on 800 renders of another seed (blobs 0.64,
+    # half-drawn shapes 0.60, noise 0.16: test_fakes_are_not_clean)
+    assert statistics.median(p["clean_score"] for p in every) >= 0.85
 
 
 @pytest.mark.parametrize("kind", list(FAKE_KINDS))
@@ -90,6 +93,8 @@ def test_fakes_are_not_clean(judge, kind):
     print(kind, rejected, predictions[0]["reasons"])
     assert rejected >= 0.95, [p["reasons"] for p in predictions]
     assert all(p["reasons"] for p in predictions if not p["clean"])
+    if kind in ("blob", "half_drawn", "noise", "blank"):  # outlines unlike any render: a low outline score
+        assert statistics.median(p["clean_score"] for p in predictions) < 0.75  # measured <= 0.64 (real: 0.91)
 
 
 def test_fake_reasons_name_the_problem(judge):
@@ -271,7 +276,11 @@ def test_training_command_runs(tmp_path):
     cfg = JudgeTrainConfig(steps=3, batch_size=16, warmup_steps=1, eval_every=2, eval_test=16, eval_heldout=16,
                            eval_fakes=2, calibrate=0, threads=1, progress=False, out=str(tmp_path / "j.safetensors"))
     judge, metrics = train_judge(cfg, command="test")
-    assert metrics["steps"] == 3 and 0 <= metrics["test_shape"] <= 1
+    assert metrics["steps"] == 3
+    # the reported accuracy is the trained judge's own on the evaluation pictures (evaluate_judge's default seed)
+    images, attributes = real_images("test", 16, 2025)
+    accuracy = attribute_accuracy(judge.predict(images), attributes)
+    assert metrics["test_shape"] == accuracy["shape"] and metrics["test_color"] == accuracy["color"]
     loaded = judge_module.load(tmp_path / "j.safetensors")
     x = torch.rand(2, 3, 32, 32)
     assert torch.allclose(loaded.net(x), judge.net(x), atol=1e-5)

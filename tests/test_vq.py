@@ -129,7 +129,11 @@ def test_quantizer_output_shapes_and_lookup_round_trip():
     assert torch.allclose(vq.lookup(out.indices), out.z_q)
     brute = nearest_code(z.permute(0, 2, 3, 1).reshape(-1, 4), vq.codebook)  # (B, h, w, D) -> (N, D)
     assert torch.equal(out.indices.reshape(-1), brute)
-    assert 0 < out.usage <= 1 and 1 <= out.perplexity.item() <= 32
+    counts = torch.bincount(out.indices.flatten(), minlength=32).float()  # (32,): how often each code was picked
+    assert out.usage == pytest.approx((counts > 0).float().mean().item())  # the share of codes used at least once
+    p = counts / counts.sum()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    assert out.perplexity.item() == pytest.approx(entropy.exp().item(), rel=1e-5)  # exp(entropy) of the histogram
 
 
 def test_quantizer_eval_mode_changes_nothing_and_training_mode_updates_ema():

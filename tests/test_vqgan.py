@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 import mmcore.vqgan
 from mmcore.images import to_tensor
 from mmcore.data import dataset_images as make_test_images
+from mmcore.data import render, sample_attributes
 from mmcore.train_vqgan import VQGANTrainConfig, main, train_images, train_vqgan
 from mmcore.vqgan import evaluate_vqgan
 from mmcore.vqgan import VQGAN, Encoded, PatchDiscriminator, VQGANConfig, VQGANOutput, check_images
@@ -63,15 +65,20 @@ def test_encode_decode_shapes_and_round_trip(model):
     assert z_q.shape == (3, model.cfg.code_dim, 8, 8)
     assert indices.shape == (3, 8, 8) and indices.dtype == torch.long
     images = model.decode(z_q)
-    assert images.shape == x.shape and images.min() >= 0 and images.max() <= 1
+    assert images.shape == x.shape
+    assert torch.equal(images, model.decode_raw(z_q).clamp(0, 1))  # decode = the raw reconstruction, clamped
     assert torch.allclose(model.decode_indices(encoded.indices), images, atol=1e-6)
+    loud = model.decode_raw(z_q * 50)  # far outside the codebook: the raw output leaves [0, 1], decode's does not
+    assert loud.min() < 0 or loud.max() > 1
+    assert torch.equal(model.decode(z_q * 50), loud.clamp(0, 1))
 
 
 def test_forward_returns_the_training_outputs(model):
     out = model(torch.rand(2, 3, 32, 32))
     assert isinstance(out, VQGANOutput)
     assert out.reconstruction.shape == (2, 3, 32, 32) and out.indices.shape == (2, 8, 8)
-    assert out.vq_loss.ndim == 0 and 0 < out.usage <= 1
+    assert out.vq_loss.ndim == 0
+    assert out.usage == pytest.approx(out.indices.unique().numel() / model.cfg.num_codes)  # the share of codes used
 
 
 def test_fully_convolutional_on_multiples_of_the_factor(model):
@@ -80,8 +87,26 @@ def test_fully_convolutional_on_multiples_of_the_factor(model):
     assert model.decode(z_q).shape == (1, 3, 48, 64)
 
 
-def test_attention_variant_runs():
+def test_attention_variant_lets_every_code_see_every_other():
+    """The attention block is softmax(q k^T / sqrt(C)) v over all positions plus the input (checked by hand), so a
+    change in one corner of the 8 x 8 latent grid reaches the opposite corner in one block; a 3 x 3 convolution
+    would need 7 layers for that."""
+    from mmcore.vqgan import AttentionBlock
+
+    torch.manual_seed(0)
+    block = AttentionBlock(16, groups=4).eval()
+    nn.init.normal_(block.proj.weight, std=0.2)  # the shipped init is zero (the block starts as the identity)
+    x = torch.randn(2, 16, 8, 8)
+    h = block.norm(x)
+    q, k, v = block.qkv(h).reshape(2, 3, 16, 64).unbind(1)  # 3 x (B, C, HW)
+    weights = torch.softmax(q.transpose(1, 2) @ k / 16**0.5, dim=-1)  # (B, HW, HW)
+    by_hand = x + block.proj((weights @ v.transpose(1, 2)).transpose(1, 2).reshape(2, 16, 8, 8))
+    torch.testing.assert_close(block(x), by_hand, atol=1e-5, rtol=1e-4)
+    moved = x.clone()
+    moved[:, :, 0, 0] += 3.0  # top-left corner
+    assert (block(moved) - block(x))[:, :, 7, 7].abs().max() > 1e-3  # the bottom-right corner changed
     net = VQGAN(VQGANConfig.tiny(attention=True)).eval()
+    assert sum(isinstance(m, AttentionBlock) for m in net.modules()) == 2  # one in the encoder, one in the decoder
     assert net(torch.rand(1, 3, 32, 32)).reconstruction.shape == (1, 3, 32, 32)
 
 
@@ -162,7 +187,12 @@ def test_delayed_weight_generator_loss_reconstruction_and_psnr():
 
 def test_data_helpers():
     x = train_images(0, 0, 4)
-    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
+    from mmcore.data import HELDOUT
+
+    rng = random.Random("vqgan:0:0:2")  # picture 2 of step 0, seed 0: a "train" render, drawn again by hand
+    attrs = sample_attributes(rng, "train")
+    assert torch.equal(x[2], to_tensor([render(attrs, 32, rng)])[0]) and (attrs["shape"], attrs["color"]) not in HELDOUT
     assert torch.equal(x, train_images(0, 0, 4)) and not torch.equal(x, train_images(0, 1, 4))
     assert make_test_images(3).shape == (3, 3, 32, 32)
     from PIL import Image
