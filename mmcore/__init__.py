@@ -14,7 +14,10 @@ One vocabulary for every model (``clip``, ``vqgan``, ``dalle``, ``unclip``, ``ju
 * ``model.save(path, dtype=None)``: safetensors weights (floats cast to ``dtype`` if given) and a JSON card, in the
   file and beside it, whose ``"model"`` is the class's full name (``"mmcore.dalle.DALLE"``) and which holds the
   config and, for a training run, the command, metrics and history (:func:`mmcore.training.run_card`).
-* Configs are dataclasses with a comment per field and named presets; ``to_dict`` / ``from_dict`` come from
+* Configs are dataclasses with a comment per field and named presets, one naming rule for all: ``tiny()`` is the size
+  of the shipped course model (``CLIPConfig.tiny()`` for ``shapes-tiny``, ``VQGANConfig.tiny()``,
+  ``DALLEConfig.tiny()``, ``JudgeConfig.tiny()``), ``toy()`` a smaller one for tests and quick live runs (where one
+  is needed), real models by their own names (``CLIPConfig.vit_b_32()``); ``to_dict`` / ``from_dict`` come from
   :class:`mmcore.weights.DictConfig`.
 * Models map tensors to tensors (images as floats in [0, 1], shape comments everywhere). The three text-to-picture
   pipelines are module functions that take the models they use (the shipped ones when left out) and return one

@@ -93,7 +93,8 @@ TRAIN_COMMAND = ("python -m mmcore.train_dalle --device cuda --max-minutes 2.5 -
 
 @dataclass
 class DALLEConfig(DictConfig):
-    """All sizes of a DALL-E model. Use a preset (``DALLEConfig.course()``) and ``dataclasses.replace`` to vary it."""
+    """All sizes of a DALL-E model. Use a preset (``DALLEConfig.tiny()``, the shipped size) and
+    ``dataclasses.replace`` to vary it."""
 
     text_vocab_size: int | None = None  # the tokenizer's vocabulary (None: the course BPE's); +1 id for padding
     text_length: int = 16  # text positions: [start] + tokens + [end], padded; longer prompts are an error
@@ -114,8 +115,9 @@ class DALLEConfig(DictConfig):
             self.eot_token = tokenizer.eot_token if self.eot_token is None else self.eot_token
 
     @classmethod
-    def course(cls, **overrides: Any) -> "DALLEConfig":
-        """The shipped model's size: width 256, 6 layers, 8 heads (about 5.5 M parameters, 11 MB in float16)."""
+    def tiny(cls, **overrides: Any) -> "DALLEConfig":
+        """The shipped ``shapes-dalle``'s size (the course's preset names: ``tiny`` is what ships, ``toy`` is for
+        tests and quick live runs): width 256, 6 layers, 8 heads (about 5.5 M parameters, 11 MB in float16)."""
         return cls(**{**dict(width=256, layers=6, heads=8), **overrides})
 
     @classmethod
@@ -124,8 +126,8 @@ class DALLEConfig(DictConfig):
         return cls(**{**dict(width=192, layers=6, heads=6), **overrides})
 
     @classmethod
-    def tiny(cls, **overrides: Any) -> "DALLEConfig":
-        """Width 32, 2 layers, 2 heads: for tests (random weights, instant)."""
+    def toy(cls, **overrides: Any) -> "DALLEConfig":
+        """Width 32, 2 layers, 2 heads: for tests (random weights, instant) and lesson 05's live run."""
         return cls(**{**dict(width=32, layers=2, heads=2), **overrides})
 
     @property
@@ -214,7 +216,7 @@ class DALLE(nn.Module):
 
     def __init__(self, cfg: DALLEConfig | None = None):
         super().__init__()
-        cfg = cfg or DALLEConfig.course()
+        cfg = cfg or DALLEConfig.tiny()
         self.cfg = cfg
         C = cfg.width
         self.text_embed = nn.Embedding(cfg.text_vocab_size + 1, C)  # + 1: the padding id

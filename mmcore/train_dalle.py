@@ -28,7 +28,7 @@ Use it from Python (``train_dalle(DALLETrainConfig(max_minutes=2))``) or from th
     python -m mmcore.train_dalle --device cpu --threads 1 --preset small --batch-size 32 --pool-size 20000 \\
         --max-minutes 3 --out runs/dalle-cpu.safetensors          # a laptop try: the loss falls, samples are poor
 
-Measured (``course`` preset, 5.6 M parameters): on one H200, 60 steps/s at batch 512 (bfloat16, no compile) and
+Measured (``tiny`` preset, the shipped size, 5.6 M parameters): on one H200, 60 steps/s at batch 512 (bfloat16, no compile) and
 about 30 s to build the 2 M-image pool; a 2.5-minute run reached an image loss of 0.98 nats per code on "test"
 images (1.02 on held-out compositions) and a judge fidelity above 90% on both. On a 2-core laptop CPU (one
 thread, batch 32) it makes 0.6 steps/s: enough to watch the loss fall, not to train the shipped model.
@@ -78,7 +78,7 @@ __all__ = [
 class DALLETrainConfig:
     """Everything a DALL-E training run depends on. The defaults are the shipped model's recipe (a CUDA run)."""
 
-    preset: str = "course"  # DALLEConfig preset (a classmethod name: course, small, tiny)
+    preset: str = "tiny"  # DALLEConfig preset (a classmethod name: tiny = the shipped size, small, toy)
     text_length: int = 16  # text positions of the model ([start] + up to 14 tokens + [end])
     steps: int = 100_000  # optimisation steps (at most; max_minutes usually stops earlier)
     max_minutes: float | None = None  # wall-time budget of the loop; the cosine schedule then ends with the budget
@@ -113,7 +113,7 @@ class DALLETrainConfig:
 
     def quick(self) -> "DALLETrainConfig":
         """A few steps of a tiny model on a small pool: what ``MMCORE_QUICK=1`` (CI) runs instead."""
-        return DALLETrainConfig(**{**asdict(self), "preset": "tiny", "steps": min(self.steps, 6),
+        return DALLETrainConfig(**{**asdict(self), "preset": "toy", "steps": min(self.steps, 6),
                                    "batch_size": min(self.batch_size, 8), "warmup_steps": 1, "pool_size": 64,
                                    "eval_every": 0, "eval_images": 16, "final_eval_samples": 0, "max_minutes": None,
                                    "compile": False})

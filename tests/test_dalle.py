@@ -52,7 +52,7 @@ def vqgan() -> VQGAN:
 @pytest.fixture(scope="module")
 def model(tokenizer) -> DALLE:
     torch.manual_seed(0)
-    return DALLE(DALLEConfig.tiny(text_vocab_size=tokenizer.vocab_size, sot_token=tokenizer.sot_token,
+    return DALLE(DALLEConfig.toy(text_vocab_size=tokenizer.vocab_size, sot_token=tokenizer.sot_token,
                                   eot_token=tokenizer.eot_token)).eval()
 
 
@@ -69,7 +69,7 @@ def helpers(tokenizer, vqgan) -> dict:
 
 
 def test_config_presets():
-    cfg = DALLEConfig.course()
+    cfg = DALLEConfig.tiny()
     assert cfg.image_length == 64
     assert cfg.pad_token == cfg.text_vocab_size
     assert 3_000_000 < DALLE(cfg).num_parameters() < 6_000_000
@@ -309,7 +309,7 @@ def test_pool_and_batches(vqgan, tokenizer):
 
 
 def test_a_few_training_steps_lower_the_loss(vqgan, tmp_path):
-    cfg = DALLETrainConfig(preset="tiny", steps=60, batch_size=16, lr=3e-3, warmup_steps=5, pool_size=256,
+    cfg = DALLETrainConfig(preset="toy", steps=60, batch_size=16, lr=3e-3, warmup_steps=5, pool_size=256,
                            eval_every=30, eval_images=32, final_eval_samples=0, history_every=10, progress=False,
                            threads=1, device="cpu", out=str(tmp_path / "t.safetensors"))
     result = train_dalle(cfg, vqgan=vqgan)
@@ -319,12 +319,12 @@ def test_a_few_training_steps_lower_the_loss(vqgan, tmp_path):
     assert h.text[-1] < h.text[0]
     assert result.metrics["test_image_loss"] < math.log(256)
     card = json.loads((tmp_path / "t.json").read_text())
-    assert card["step"] == 60 and card["training"]["preset"] == "tiny" and "history" in card
+    assert card["step"] == 60 and card["training"]["preset"] == "toy" and "history" in card
     loaded = mmcore.dalle.load(result.path, device="cpu")
     assert loaded.sample_config.guidance_scale == cfg.guidance_scale and loaded.sample_config.top_k == cfg.top_k
 
     # fine-tuning continues from the checkpoint: its first losses are those of a trained model, not of a fresh one
-    tuned = train_dalle(replace(cfg, steps=10, preset="course", init_from=str(result.path), eval_every=0,
+    tuned = train_dalle(replace(cfg, steps=10, preset="tiny", init_from=str(result.path), eval_every=0,
                                 history_every=5, out=None), vqgan=vqgan)
     assert tuned.model.cfg == loaded.cfg  # the checkpoint's sizes, not the preset's
     assert tuned.history.image[0] < h.image[0] - 0.5
@@ -333,7 +333,7 @@ def test_a_few_training_steps_lower_the_loss(vqgan, tmp_path):
 def test_quick_mode_and_command_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("MMCORE_QUICK", "1")
     result = main(["--device", "cpu", "--threads", "1", "--no-progress", "--out", str(tmp_path / "q.safetensors")])
-    assert result.metrics["steps"] == 6 and result.model.cfg.width == DALLEConfig.tiny().width
+    assert result.metrics["steps"] == 6 and result.model.cfg.width == DALLEConfig.toy().width
     assert "saved" in capsys.readouterr().out
     card = json.loads((tmp_path / "q.json").read_text())
     assert card["command"].startswith("python -m mmcore.train_dalle")

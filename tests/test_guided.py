@@ -229,7 +229,7 @@ def test_prior_cross_entropy_of_one_hot_codes_is_the_negative_log_likelihood():
     from mmcore.dalle import DALLE, DALLEConfig
 
     torch.manual_seed(0)
-    prior = DALLE(DALLEConfig.tiny()).eval()
+    prior = DALLE(DALLEConfig.toy()).eval()
     G, K = prior.cfg.grid_size, prior.cfg.num_codes
     codes = torch.randint(0, K, (3, G, G))
     one_hot = torch.nn.functional.one_hot(codes.flatten(1), K).float()  # (3, G*G, K)
