@@ -13,3 +13,15 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("MMCORE_CACHE", None)
     else:
         os.environ["MMCORE_CACHE"] = saved
+
+
+def floor_seed(default: int) -> int:
+    """The seed of a quality-floor test's sample: ``default``, or ``default + MMCORE_FLOOR_SEED`` when that variable
+    is set, so that a floor can be re-checked on other samples: ``MMCORE_FLOOR_SEED=1 pytest -s -k floor``
+    (the tests print what they measured). A floor that passes only on its default sample is not a floor."""
+    return default + int(os.environ.get("MMCORE_FLOOR_SEED", "0"))
+
+
+def floor_seed_shifted() -> bool:
+    """True when ``MMCORE_FLOOR_SEED`` moves the floor samples (comparisons with a card's own sample are skipped)."""
+    return int(os.environ.get("MMCORE_FLOOR_SEED", "0")) != 0

@@ -11,6 +11,7 @@ import random
 
 import pytest
 import torch
+from conftest import floor_seed, floor_seed_shifted
 from torch import nn
 
 import mmcore.vqgan
@@ -250,9 +251,12 @@ def test_shipped_checkpoint_reaches_its_floors():
     model = mmcore.vqgan.load("shapes-vqgan", device="cpu")
     assert not model.training and model.cfg == VQGANConfig.tiny()
     assert mmcore.vqgan.SHAPES_VQGAN.stat().st_size < 5_000_000
-    metrics = evaluate_vqgan(model, n=1000, split="test", seed=2026)  # the card's evaluation set
+    metrics = evaluate_vqgan(model, n=1000, split="test", seed=floor_seed(2026))  # the card's evaluation set
+    print("shapes-vqgan:", metrics)
     assert metrics["psnr"] >= PSNR_FLOOR, metrics
     assert metrics["usage"] >= USAGE_FLOOR, metrics
+    if floor_seed_shifted():
+        return  # another sample than the card's: only the floors apply
     card = model.card  # the numbers the card (and the README) report are what the model does today
     assert metrics["psnr"] == pytest.approx(card["metrics"]["test_psnr"], abs=0.01)
     assert metrics["usage"] == pytest.approx(card["metrics"]["test_usage"], abs=0.005)
