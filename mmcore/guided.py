@@ -24,8 +24,9 @@ Why each piece is there:
 * **The spherical distance** (:func:`spherical_distance`). CLIP embeddings are compared by angle (they are
   normalised onto the unit sphere). ``2 * arcsin(|a - b| / 2)`` is exactly the angle between unit vectors
   ``a`` and ``b`` (the chord ``|a - b|`` subtends it); squaring it (divided by 2 here, as is customary) gives a
-  loss that is 0 for a perfect match, grows monotonically with the angle, and, unlike ``1 - cosine``, keeps a
-  useful gradient when the angle is already small.
+  loss that is 0 for a perfect match and grows monotonically with the angle: it equals theta^2 / 2. Near a match it
+  behaves like ``1 - cosine`` (both are about theta^2 / 2); far from one its slope keeps growing with the angle, where
+  the slope of ``1 - cosine`` (sin theta) shrinks again past 90 degrees.
 * **Weighted prompts** (:func:`parse_prompts`). ``"a red circle:1 | blue:-0.5"``: the loss is the weighted sum of
   distances; a negative weight *rewards* distance, so it pushes the image away from that text.
 * **Initialisation.** Starting from random codes gives colourful noise. ``init="render"`` starts from the encoding

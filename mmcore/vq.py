@@ -18,7 +18,8 @@ function below that the lessons call and the tests check:
    gradient, so the codebook term ``||sg[z] - e||^2`` pulls the chosen codes toward the encoder outputs, and
    the commitment term ``beta * ||z - sg[e]||^2`` keeps the encoder close to its codes (sg = stop-gradient).
 4. **EMA codebook** (:func:`ema_update`) instead of the codebook loss: each code becomes a running average of
-   the vectors assigned to it (k-means, one mini-batch at a time). It converges faster and more steadily.
+   the vectors assigned to it (k-means, one mini-batch at a time): the codebook needs no gradient and no
+   learning rate (the appendix of the VQ-VAE paper describes it; VQ-VAE-2 uses it).
 
 A classic failure is *codebook collapse*: a few codes win every vector, the others never get assigned, never
 move, and are "dead" (a prototype of this course used 4 to 12 of 128 codes for its first 700 steps). Two
