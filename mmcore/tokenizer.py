@@ -797,8 +797,9 @@ def _merge_keeps_characters(pair: tuple[str, str], helper: BPETokenizer) -> bool
 
     Allowed: bytes that stay inside one character (``e0 a6`` + ``a4`` -> "ত"), and whole characters joined to
     whole characters, as long as the result does not start with a combining mark (a vowel sign or virama must
-    join the letter before it, never the one after). So no course token ends in half a character or starts with
-    a mark, and a Bengali character never has to be read from raw UTF-8 bytes.
+    join the letter before it, never the one after). So a course token is either a piece of one character (the bytes
+    on the way to it) or whole characters, never whole characters plus half of the next one, and it never starts
+    with a mark.
     """
     eow = helper.config.end_of_word or ""
     a, b = (t[: -len(eow)] if eow and t.endswith(eow) else t for t in pair)
