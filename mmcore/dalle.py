@@ -143,7 +143,7 @@ class DALLEConfig(DictConfig):
 
 @dataclass
 class SampleConfig(DictConfig):
-    """How :meth:`DALLE.generate` samples (the shipped checkpoint stores the settings its benchmark chose)."""
+    """How :func:`generate` samples (the shipped checkpoint stores the settings its benchmark chose)."""
 
     temperature: float = 1.0  # divide the logits by this (0: always the most likely code)
     top_k: int | None = None  # keep only the k most likely codes (None: all)
