@@ -73,6 +73,9 @@ OPENAI_MODELS: dict[str, str] = {
 }
 
 SHAPES_TINY = CHECKPOINT_DIR / "shapes-tiny.safetensors"
+#: The course's shipped CLIPs: ``shapes-tiny`` (lessons 01-06) and ``shapes-negclip``, ``shapes-tiny`` fine-tuned with
+#: two-object pictures and hard negatives (lesson 07, ``data/checkpoints/shapes-negclip.md``).
+SHIPPED = {"shapes-tiny": SHAPES_TINY, "shapes-negclip": CHECKPOINT_DIR / "shapes-negclip.safetensors"}
 KIND = "mmcore.clip.CLIP"  # the "model" of its checkpoint cards
 
 
@@ -634,7 +637,7 @@ def convert_hf_state_dict(sd: dict[str, Tensor], **overrides: Any) -> tuple[CLIP
 
 def available_models() -> list[str]:
     """Names :func:`load` accepts besides file paths."""
-    return ["shapes-tiny", *OPENAI_MODELS]
+    return [*SHIPPED, *OPENAI_MODELS]
 
 
 def load(
@@ -645,7 +648,7 @@ def load(
     * ``"ViT-B/32"``, ``"ViT-B/16"``, ``"ViT-L/14"``: OpenAI's weights, downloaded once into the cache (SHA-256
       checked, see :func:`mmcore.weights.download`), read without running their pickled code, converted to our
       model in float32; the tokenizer is ``BPETokenizer.openai()``.
-    * ``"shapes-tiny"``: the course's checkpoint in ``data/checkpoints`` (no network).
+    * ``"shapes-tiny"``, ``"shapes-negclip"``: the course's checkpoints in ``data/checkpoints`` (no network).
     * a path to a ``.safetensors`` (written by :meth:`CLIP.save`) or ``.pt`` (OpenAI / open_clip) file.
 
     The model comes back in eval mode, float32, on ``device`` (default: :func:`mmcore.get_device`).
@@ -660,13 +663,13 @@ def load(
         url = OPENAI_MODELS[name]
         path = download(url, sha256=url.split("/")[-2])
         model = CLIP.from_openai_state_dict(read_state_dict(path))
-    elif name == "shapes-tiny":
-        if not SHAPES_TINY.is_file():
+    elif name in SHIPPED:
+        if not SHIPPED[name].is_file():
             raise FileNotFoundError(
-                f"the course checkpoint {SHAPES_TINY} does not exist yet: train it with the CLIP lesson "
+                f"the course checkpoint {SHIPPED[name]} does not exist yet: `make checkpoints` trains it "
                 "(or `git pull` the course repository, which ships it)"
             )
-        model, card = _load_file(SHAPES_TINY)
+        model, card = _load_file(SHIPPED[name])
     elif Path(name).expanduser().is_file():
         path = Path(name).expanduser()
         checkpoint_dir = path.resolve().parent

@@ -54,7 +54,8 @@ from .images import ImageLoadError, load_image, to_tensor
 
 __all__ = [
     "SHAPES", "COLORS", "SIZES", "POSITIONS", "COLOR_RGB", "RELATIONS", "HELDOUT", "SPLITS", "LANGS",
-    "WATCH_SEED", "EVAL_SEED", "TRAIN_TEMPLATES", "BASE_TEMPLATES", "EVAL_TEMPLATES", "UNSEEN_PHRASINGS", "RELATION_TEMPLATES", "compositions", "sample_attributes", "render",
+    "WATCH_SEED", "EVAL_SEED", "TRAIN_TEMPLATES", "BASE_TEMPLATES", "EVAL_TEMPLATES", "UNSEEN_PHRASINGS", "RELATION_TEMPLATES", "OPPOSITE_RELATIONS", "compositions", "sample_attributes", "render",
+    "swap_colors", "flip_relation", "hard_negative",
     "caption", "phrased_prompts", "pair_prompt", "seen_pairs", "NUM_COMBOS", "combo_index", "combo_attributes",
     "render_images", "rendered_chunks", "dataset_images", "frame_caption", "filler_words", "bn_genitive", "ShapesDataset", "caption_corpus", "Photo", "sample_photos", "load_image",
     "ImageLoadError",
@@ -387,6 +388,40 @@ def caption(attrs: dict[str, str], lang: str = "en", template: str | None = None
         template = pool[0] if rng is None else rng.choice(pool)
     text = template.format(**_words(attrs, lang))
     return _fix_articles(text) if lang == "en" else text
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Hard negatives: a description that differs from the picture in one bound detail (lesson 07)
+# ----------------------------------------------------------------------------------------------------------
+
+#: Each relation's mirror image: "left of" <-> "right of", "above" <-> "below".
+OPPOSITE_RELATIONS: dict[str, str] = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def swap_colors(attrs: dict[str, str]) -> dict[str, str]:
+    """A two-object picture's attributes with the two colours exchanged: "a red circle left of a blue square" ->
+    "a blue circle left of a red square". The same words, bound the other way round."""
+    if "relation" not in attrs:
+        raise ValueError("swap_colors needs a two-object picture's attributes (sample_attributes(..., relation=True))")
+    return {**attrs, "color": attrs["color2"], "color2": attrs["color"]}
+
+
+def flip_relation(attrs: dict[str, str]) -> dict[str, str]:
+    """A two-object picture's attributes with the relation mirrored ("left of" -> "right of"): the objects keep their
+    description, only where they are is wrong (their ``position`` fields stay those of the picture)."""
+    if "relation" not in attrs:
+        raise ValueError("flip_relation needs a two-object picture's attributes (sample_attributes(..., relation=True))")
+    return {**attrs, "relation": OPPOSITE_RELATIONS[attrs["relation"]]}
+
+
+def hard_negative(attrs: dict[str, str], rng: random.Random) -> dict[str, str]:
+    """A description close to ``attrs`` but wrong (the NegCLIP idea): a two-object picture gets its colours swapped or
+    its relation mirrored (one of the two, drawn from ``rng``; mirrored when both objects share a colour, where a
+    swap would change nothing); a one-object picture gets another colour."""
+    if "relation" in attrs:
+        swap = rng.random() < 0.5 and attrs["color"] != attrs["color2"]
+        return swap_colors(attrs) if swap else flip_relation(attrs)
+    return {**attrs, "color": rng.choice([c for c in COLORS if c != attrs["color"]])}
 
 
 def phrased_prompts(pairs: Sequence[tuple[str, str]], per_pair: int | None = None, langs: Sequence[str] = LANGS,

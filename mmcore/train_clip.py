@@ -48,7 +48,8 @@ from torch import Tensor, nn
 
 from . import get_device, quick_mode, set_seed
 from .clip import CLIP, CLIPConfig, clip_loss
-from .data import BASE_TEMPLATES, LANGS, TRAIN_TEMPLATES, WATCH_SEED, caption, frame_caption, render, sample_attributes
+from .data import (BASE_TEMPLATES, LANGS, RELATION_TEMPLATES, TRAIN_TEMPLATES, WATCH_SEED, caption, frame_caption,
+                   hard_negative, render, sample_attributes)
 from .images import normalize, to_tensor
 from .tokenizer import BPETokenizer
 from .training import (TimeBudget, add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads,
@@ -61,6 +62,7 @@ __all__ = [
     "CLIPHistory",
     "CLIPTrainResult",
     "caption_templates",
+    "ShapesBatch",
     "shapes_batch",
     "gather_with_grad",
     "contrastive_loss",
@@ -94,6 +96,8 @@ class CLIPTrainConfig:
     langs: tuple[str, ...] = LANGS  # caption languages: each sample draws one at random
     templates: str = "all"  # caption templates: "all" of TRAIN_TEMPLATES, or "base" (the first BASE_TEMPLATES)
     frame_prob: float = 0.0  # probability that a caption gets everyday words around it (mmcore.data.frame_caption)
+    relation_prob: float = 0.0  # probability that a sample is a two-object picture with a relation caption (lesson 07)
+    hard_negatives: bool = False  # each caption also brings a near-miss as an extra negative (NegCLIP; lesson 07)
     init_from: str | None = None  # fine-tune: start from this checkpoint's weights (a path or "shapes-tiny")
     freeze_image: bool = False  # train only the text tower and the temperature (image embeddings stay as they are)
     seed: int = 0  # model initialisation and the data stream
@@ -127,6 +131,12 @@ class CLIPHistory:
     zero_shot_bn: list[float] = field(default_factory=list)  # the same with Bengali prompts
 
 
+class ShapesBatch(NamedTuple):
+    images: list  # PIL images
+    captions: list[str]  # the matching captions
+    negatives: list[str] | None  # per sample a caption that is close but wrong (hard_negatives), else None
+
+
 class CLIPTrainResult(NamedTuple):
     model: CLIP  # the trained model (unwrapped, in eval mode)
     history: CLIPHistory
@@ -146,26 +156,34 @@ def caption_templates(lang: str, templates: str = "all") -> list[str]:
 
 
 def shapes_batch(seed: int, step: int, indices: Sequence[int], image_size: int = 32,
-                 langs: Sequence[str] = LANGS, templates: str = "all",
-                 frame_prob: float = 0.0) -> tuple[list, list[str]]:
-    """Samples ``indices`` of training step ``step``: ``(PIL images, captions)``.
+                 langs: Sequence[str] = LANGS, templates: str = "all", frame_prob: float = 0.0,
+                 relation_prob: float = 0.0, hard_negatives: bool = False) -> ShapesBatch:
+    """Samples ``indices`` of training step ``step`` -> :class:`ShapesBatch` (PIL images, captions, near misses).
 
     Sample i of step s is a pure function of (seed, s, i): fresh training compositions, a random caption
     language and training template (:func:`caption_templates`), with probability ``frame_prob`` everyday words
-    around the caption (:func:`mmcore.data.frame_caption`), and a freshly rendered image. DDP processes each draw
-    their own slice of the same global batch.
+    around the caption (:func:`mmcore.data.frame_caption`), and a freshly rendered image. With probability
+    ``relation_prob`` the picture holds two objects and the caption says how they sit (a
+    :data:`mmcore.data.RELATION_TEMPLATES` caption). ``hard_negatives``: every sample also gets a caption in the
+    same template that is close but wrong (:func:`mmcore.data.hard_negative`: colours swapped, relation mirrored, or
+    another colour). DDP processes each draw their own slice of the same global batch.
     """
-    images, captions = [], []
+    images, captions, negatives = [], [], []
     for i in indices:
         rng = random.Random(f"train:{seed}:{step}:{i}")
-        attrs = sample_attributes(rng, "train")
+        # (a draw only when an option is on: the streams of the shipped runs stay as they were)
+        relation = bool(relation_prob) and rng.random() < relation_prob
+        attrs = sample_attributes(rng, "train", relation=relation)
         lang = rng.choice(list(langs))
-        text = caption(attrs, lang, template=rng.choice(caption_templates(lang, templates)))
-        if frame_prob:  # (no draw at all when off: the stream of the first shapes-tiny run stays as it was)
+        template = rng.choice(RELATION_TEMPLATES[lang] if relation else caption_templates(lang, templates))
+        text = caption(attrs, lang, template=template)
+        if frame_prob:
             text = frame_caption(text, lang, rng) if rng.random() < frame_prob else text
         captions.append(text)
+        if hard_negatives:
+            negatives.append(caption(hard_negative(attrs, rng), lang, template=template))
         images.append(render(attrs, image_size, rng))
-    return images, captions
+    return ShapesBatch(images, captions, negatives if hard_negatives else None)
 
 
 class _AllGather(torch.autograd.Function):
@@ -199,10 +217,16 @@ def gather_with_grad(x: Tensor) -> Tensor:
     return _AllGather.apply(x)
 
 
-def contrastive_loss(image_emb: Tensor, text_emb: Tensor, scale: Tensor) -> Tensor:
-    """CLIP's loss from unit embeddings (B, E) of matching pairs and the logit scale (a scalar)."""
+def contrastive_loss(image_emb: Tensor, text_emb: Tensor, scale: Tensor, negative_emb: Tensor | None = None) -> Tensor:
+    """CLIP's loss from unit embeddings (B, E) of matching pairs and the logit scale (a scalar).
+
+    ``negative_emb`` (M, E): extra captions that match no image (hard negatives, NegCLIP, Yuksekgonul et al., 2023):
+    each image must also beat them; the caption-to-image direction is unchanged."""
     logits_per_image = scale * image_emb @ text_emb.t()  # (B, B): image i against every caption
-    return clip_loss(logits_per_image)
+    if negative_emb is None:
+        return clip_loss(logits_per_image)
+    near_misses = scale * image_emb @ negative_emb.t()  # (B, M)
+    return clip_loss(torch.cat([logits_per_image, near_misses], dim=1), logits_per_image.t())  # (B, B + M), (B, B)
 
 
 class _Embedder(nn.Module):
@@ -223,17 +247,22 @@ class _Embedder(nn.Module):
 
 
 def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, tokens: Tensor,
-               grad_clip: float = 0.0) -> tuple[Tensor, Tensor]:
-    """One optimisation step on this process's pairs ``images`` (b, 3, S, S), ``tokens`` (b, T).
+               grad_clip: float = 0.0, negative_tokens: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """One optimisation step on this process's pairs ``images`` (b, 3, S, S), ``tokens`` (b, T), and optionally
+    one hard-negative caption per pair, ``negative_tokens`` (b, T).
 
     ``net`` maps (images, tokens) to (unit image embeddings, unit text embeddings, logit scale), like
     :class:`_Embedder` (possibly DDP-wrapped). Returns the full-batch loss and the logit scale (detached).
     """
+    b = tokens.shape[0]
+    if negative_tokens is not None:
+        tokens = torch.cat([tokens, negative_tokens])  # (2b, T): one pass through the text tower for both
     with autocast(images.device):
-        image_emb, text_emb, scale = net(images, tokens)  # (b, E), (b, E), ()
+        image_emb, text_emb, scale = net(images, tokens)  # (b, E), (b or 2b, E), ()
     image_emb = gather_with_grad(image_emb.float())  # (B, E): every process's images, in rank order
-    text_emb = gather_with_grad(text_emb.float())  # (B, E)
-    loss = contrastive_loss(image_emb, text_emb, scale.float())
+    negative_emb = gather_with_grad(text_emb[b:].float()) if negative_tokens is not None else None  # (B, E)
+    text_emb = gather_with_grad(text_emb[:b].float())  # (B, E)
+    loss = contrastive_loss(image_emb, text_emb, scale.float(), negative_emb)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()  # under DDP this also averages the gradients of all processes
     if grad_clip:
@@ -433,11 +462,12 @@ def _train_clip(cfg: CLIPTrainConfig, model: CLIP | None, command: str | None,
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        pil, captions = shapes_batch(cfg.seed, step, my_slice, model.cfg.image_size, cfg.langs, cfg.templates,
-                                     cfg.frame_prob)
-        images = normalize(to_tensor(pil, model.cfg.image_size)).to(device)  # (b, 3, S, S), as Preprocess makes them
-        tokens = tokenizer(captions).to(device)  # (b, T)
-        loss, scale = train_step(net, optimizer, images, tokens, cfg.grad_clip)
+        batch = shapes_batch(cfg.seed, step, my_slice, model.cfg.image_size, cfg.langs, cfg.templates, cfg.frame_prob,
+                             cfg.relation_prob, cfg.hard_negatives)
+        images = normalize(to_tensor(batch.images, model.cfg.image_size)).to(device)  # (b, 3, S, S), as Preprocess
+        tokens = tokenizer(batch.captions).to(device)  # (b, T)
+        negatives = tokenizer(batch.negatives).to(device) if cfg.hard_negatives else None  # (b, T)
+        loss, scale = train_step(net, optimizer, images, tokens, cfg.grad_clip, negatives)
         step += 1
 
         if rank == 0:

@@ -392,8 +392,9 @@ def test_save_and_load_our_checkpoint(tmp_path):
 def test_shapes_tiny_missing_is_a_clear_error(tmp_path, monkeypatch):
     import mmcore.clip
 
-    monkeypatch.setattr(mmcore.clip, "SHAPES_TINY", tmp_path / "data" / "checkpoints" / "shapes-tiny.safetensors")
-    with pytest.raises(FileNotFoundError, match="shapes-tiny.safetensors"):
-        load("shapes-tiny")
+    for name in ("shapes-tiny", "shapes-negclip"):
+        monkeypatch.setitem(mmcore.clip.SHIPPED, name, tmp_path / "data" / "checkpoints" / f"{name}.safetensors")
+        with pytest.raises(FileNotFoundError, match=f"{name}.safetensors.*make checkpoints"):
+            load(name)
     with pytest.raises(ValueError, match="unknown model"):
         load("ViT-Z/99")

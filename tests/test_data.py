@@ -402,3 +402,29 @@ def test_phrased_prompts_cycle_through_the_phrasings():
     assert [p for p, _, _ in everything[:12]] == [caption({"shape": "circle", "color": "red", "size": "small",
                                                            "position": "center"}, "en", template=t)
                                                   for t in data.UNSEEN_PHRASINGS["en"]]
+
+
+def test_hard_negatives_rebind_the_same_words():
+    """Lesson 07's near misses: the same words bound the other way round, with Bengali case endings right."""
+    from mmcore.data import flip_relation, hard_negative, swap_colors
+
+    attrs = {"shape": "star", "color": "red", "size": "small", "position": "right", "shape2": "square",
+             "color2": "blue", "size2": "large", "position2": "left", "relation": "right of"}
+    en, bn = RELATION_TEMPLATES["en"][0], RELATION_TEMPLATES["bn"][0]
+    assert caption(attrs, "en", en) == "a red star to the right of a blue square"
+    assert caption(swap_colors(attrs), "en", en) == "a blue star to the right of a red square"
+    assert caption(flip_relation(attrs), "en", en) == "a red star to the left of a blue square"
+    assert caption(attrs, "bn", bn) == "একটি নীল বর্গের ডানদিকে একটি লাল তারা"
+    assert caption(swap_colors(attrs), "bn", bn) == "একটি লাল বর্গের ডানদিকে একটি নীল তারা"  # genitive stays on the square
+    assert caption(flip_relation(attrs), "bn", bn) == "একটি নীল বর্গের বাঁদিকে একটি লাল তারা"
+    assert flip_relation(flip_relation(attrs)) == attrs and swap_colors(swap_colors(attrs)) == attrs
+    rng = random.Random(0)
+    for _ in range(20):
+        near = hard_negative(attrs, rng)
+        assert near in (swap_colors(attrs), flip_relation(attrs))
+        same_colour = hard_negative({**attrs, "color2": "red"}, rng)  # a swap would change nothing: mirrored
+        assert same_colour == flip_relation({**attrs, "color2": "red"})
+        one = hard_negative({k: attrs[k] for k in ("shape", "color", "size", "position")}, rng)
+        assert one["shape"] == "star" and one["color"] != "red"
+    with pytest.raises(ValueError, match="two-object"):
+        swap_colors({k: attrs[k] for k in ("shape", "color", "size", "position")})

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import mmcore.clip
 from mmcore.clip import CLIP, CLIPConfig, clip_loss
@@ -144,8 +145,8 @@ def test_optimizer_state_round_trip_through_safetensors(tokenizer, tmp_path):
 
 
 def test_shapes_batch_is_a_pure_function_of_seed_step_and_index():
-    images, captions = shapes_batch(0, 7, range(16))
-    images2, captions2 = shapes_batch(0, 7, range(8, 16))
+    images, captions, _ = shapes_batch(0, 7, range(16))
+    images2, captions2, _ = shapes_batch(0, 7, range(8, 16))
     assert captions[8:] == captions2
     assert [im.tobytes() for im in images[8:]] == [im.tobytes() for im in images2]
     assert shapes_batch(1, 7, range(16))[1] != captions and shapes_batch(0, 8, range(16))[1] != captions
@@ -153,7 +154,7 @@ def test_shapes_batch_is_a_pure_function_of_seed_step_and_index():
 
 
 def test_training_captions_are_bilingual_and_never_use_eval_templates_or_heldout_pairs():
-    _, captions = shapes_batch(0, 0, range(400))
+    _, captions, _ = shapes_batch(0, 0, range(400))
     bengali = [c for c in captions if any("\u0980" <= ch <= "\u09ff" for ch in c)]
     assert 100 < len(bengali) < 300  # about half
     eval_words = ("picture", "this is", "can be seen", "চিত্র", "এটি", "দেখা যাচ্ছে")
@@ -174,10 +175,41 @@ def test_base_templates_replay_the_stream_of_the_first_shapes_tiny_run():
 
 
 def test_varied_and_framed_captions():
-    _, captions = shapes_batch(0, 0, range(400), 8, frame_prob=0.5)
+    _, captions, _ = shapes_batch(0, 0, range(400), 8, frame_prob=0.5)
     assert len(set(captions)) > 300  # phrasings, word orders, everyday words around them
     assert any(c.startswith("draw ") for c in captions) and any("রঙের" in c for c in captions)
     assert shapes_batch(0, 0, range(50), 8)[1] != shapes_batch(0, 0, range(50), 8, frame_prob=0.5)[1]
+
+
+def test_relation_pictures_and_hard_negatives():
+    """Two-object pictures with relation captions, and per sample a near miss in the same language and template: the
+    same words bound the other way round (colours swapped), the relation mirrored, or another colour."""
+    batch = shapes_batch(0, 0, range(200), 8, relation_prob=0.5, hard_negatives=True)
+    two = [i for i, c in enumerate(batch.captions) if any(w in c for w in ("left of", "right of", "above", "below",
+                                                                          "বাঁদিকে", "ডানদিকে", "ওপরে", "নিচে"))]
+    assert 60 < len(two) < 140 and len(batch.negatives) == 200
+    for text, near in zip(batch.captions, batch.negatives):
+        assert near != text and (any("\u0980" <= ch <= "\u09ff" for ch in near)
+                                 == any("\u0980" <= ch <= "\u09ff" for ch in text))  # same language
+    for i in two:  # the same multiset of words (swap) or one word changed (mirror)
+        a, b = batch.captions[i].split(), batch.negatives[i].split()
+        assert sorted(a) == sorted(b) or sum(x != y for x, y in zip(a, b)) <= 2
+    plain = shapes_batch(0, 0, range(50), 8)
+    assert plain.negatives is None
+    # the near miss is drawn after the caption: the captions of a run do not change when it is switched on
+    assert shapes_batch(0, 0, range(50), 8, hard_negatives=True).captions == plain.captions
+
+
+def test_contrastive_loss_with_hard_negatives_by_hand():
+    torch.manual_seed(0)
+    img, txt, neg = (F.normalize(torch.randn(4, 8), dim=-1) for _ in range(3))
+    scale = torch.tensor(10.0)
+    logits = scale * img @ txt.t()  # (4, 4)
+    wide = torch.cat([logits, scale * img @ neg.t()], dim=1)  # (4, 8): each image also against the near misses
+    target = torch.arange(4)
+    expected = 0.5 * (F.cross_entropy(wide, target) + F.cross_entropy(logits.t(), target))
+    torch.testing.assert_close(contrastive_loss(img, txt, scale, neg), expected)
+    assert contrastive_loss(img, txt, scale, neg) > contrastive_loss(img, txt, scale)  # more to beat, higher loss
 
 
 def test_fine_tune_with_a_frozen_image_tower_records_its_base(tmp_path):
@@ -201,7 +233,7 @@ def test_fine_tune_with_a_frozen_image_tower_records_its_base(tmp_path):
 
 def test_contrastive_loss_matches_clip_forward(tokenizer):
     model = _tiny(tokenizer)
-    images, captions = shapes_batch(0, 0, range(8))
+    images, captions, _ = shapes_batch(0, 0, range(8))
     x, t = normalize(to_tensor(images, 32)), tokenizer(captions)
     expected = clip_loss(*model(x, t))
     got = contrastive_loss(model.encode_image(x, normalize=True), model.encode_text(t, normalize=True),
@@ -302,13 +334,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, out: str, cfg: CLIPTrainConfig) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        result = train_clip(FAST, device="cpu")
+        result = train_clip(cfg, device="cpu")
         if rank == 0:
             state = {k: v.tolist() for k, v in result.model.state_dict().items() if k in ("logit_scale", "visual.proj")}
             Path(out).write_text(json.dumps({"loss": result.history.loss, "state": state}))
@@ -317,14 +349,17 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process():
-    """2 CPU processes (gloo), 8 pairs each, give the same losses and weights as one process with 16 pairs."""
+@pytest.mark.parametrize("hard", [False, True], ids=["plain", "hard-negatives"])
+def test_two_process_ddp_matches_one_process(hard):
+    """2 CPU processes (gloo), 8 pairs each, give the same losses and weights as one process with 16 pairs; with
+    two-object pictures and hard negatives too (the near misses are gathered across processes like the captions)."""
     import torch.multiprocessing as mp
 
-    single = train_clip(FAST, device="cpu")
+    cfg = replace(FAST, relation_prob=0.5, hard_negatives=True) if hard else FAST
+    single = train_clip(cfg, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "ddp.json")
-        mp.spawn(_ddp_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+        mp.spawn(_ddp_worker, args=(2, _free_port(), out, cfg), nprocs=2, join=True)
         ddp = json.loads(Path(out).read_text())
     assert len(ddp["loss"]) == len(single.history.loss) == 3
     for a, b in zip(ddp["loss"], single.history.loss):

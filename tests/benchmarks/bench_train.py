@@ -32,7 +32,7 @@ def seconds_per_step(batch_size: int, steps: int, threads: int) -> tuple[float, 
     data, compute = [], []
     for step in range(steps + 1):
         t0 = time.perf_counter()
-        pil, captions = shapes_batch(0, step, range(batch_size))
+        pil, captions, _ = shapes_batch(0, step, range(batch_size))
         images, tokens = normalize(to_tensor(pil, 32)), tokenizer(captions)  # (B, 3, 32, 32), (B, T)
         t1 = time.perf_counter()
         loss = contrastive_loss(model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True),
