@@ -1,6 +1,8 @@
 # Two commands for students and CI; each sets up its own environment on a fresh machine.
 #   make lab     create/update .venv, then open JupyterLab at the course's start page (lessons/start-en|bn.ipynb)
 #   make test    create/update .venv, then run every test (pytest for mmcore + nbval for every notebook)
+#   make check   the pre-flight check (under a minute; installs nothing): is this machine ready for the course?
+#                COURSE_LANG=bn reports in Bengali; exit status 1 and a fix for each problem when something is not ready
 #   make test-core   the course as Colab / plain pip users get it: a second venv with no test extras (sharing
 #                    .venv's torch wheels), the real-weights path from a local server, every lesson and solution
 # Options: COURSE_LANG=bn (open the Bengali lessons), PYTHON=python3.11 (the interpreter for the venv),
@@ -15,7 +17,7 @@ CORE_VENV ?= .venv-core
 CORE_PY := $(CORE_VENV)/bin/python
 CORE_STAMP := $(CORE_VENV)/.mmcore-installed
 
-.PHONY: lab test test-core bench lessons checkpoints clean
+.PHONY: lab test test-core check bench lessons checkpoints clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +32,11 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	MMCORE_QUICK=1 $(PY) -m pytest
+
+# The pre-flight check (mmcore/preflight.py) with the course's Python when .venv exists, else with $(PYTHON): it installs
+# nothing, so that on an unprepared machine it says what is missing (and how to fix it) instead of installing it.
+check:
+	@$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m mmcore.preflight --lang $(COURSE_LANG)
 
 # A core-only install (pip install -e ., no extras), as the Colab set-up cell makes; torch & co. are shared with .venv.
 $(CORE_STAMP): pyproject.toml $(STAMP)
