@@ -1,6 +1,8 @@
 # Two commands for students and CI; each sets up its own environment on a fresh machine.
 #   make lab     create/update .venv, then open JupyterLab at the course's start page (lessons/start-en|bn.ipynb)
 #   make test    create/update .venv, then run every test (pytest for mmcore + nbval for every notebook)
+#   make site    the course website (every lesson and solution with its committed outputs, both languages) into
+#                build/site, with its own tools in .venv-site (Sphinx + MyST-NB; the course's .venv is not touched)
 #   make check   the pre-flight check (under a minute; installs nothing): is this machine ready for the course?
 #                COURSE_LANG=bn reports in Bengali; exit status 1 and a fix for each problem when something is not ready
 #   make test-core   the course as Colab / plain pip users get it: a second venv with no test extras (sharing
@@ -16,8 +18,10 @@ STAMP := $(VENV)/.mmcore-installed
 CORE_VENV ?= .venv-core
 CORE_PY := $(CORE_VENV)/bin/python
 CORE_STAMP := $(CORE_VENV)/.mmcore-installed
+SITE_VENV ?= .venv-site
+SITE_STAMP := $(SITE_VENV)/.site-installed
 
-.PHONY: lab test test-core check bench lessons checkpoints clean
+.PHONY: lab test test-core check site bench lessons checkpoints clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +41,16 @@ test: $(STAMP)
 # nothing, so that on an unprepared machine it says what is missing (and how to fix it) instead of installing it.
 check:
 	@$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m mmcore.preflight --lang $(COURSE_LANG)
+
+# The website: site/build_site.py stages the committed notebooks, builds them with Sphinx + MyST-NB (never executed; warnings
+# are errors) and checks every internal link of the result; it prints the size and the build time.
+$(SITE_STAMP): site/requirements.txt
+	@test -x $(SITE_VENV)/bin/python || $(PYTHON) -m venv $(SITE_VENV)
+	$(SITE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r site/requirements.txt
+	@touch $(SITE_STAMP)
+
+site: $(SITE_STAMP)
+	$(SITE_VENV)/bin/python site/build_site.py --out build/site
 
 # A core-only install (pip install -e ., no extras), as the Colab set-up cell makes; torch & co. are shared with .venv.
 $(CORE_STAMP): pyproject.toml $(STAMP)
@@ -94,4 +108,4 @@ checkpoints: $(STAMP)
 	cp runs/dalle-phrasing2.json data/checkpoints/shapes-dalle.json
 
 clean:
-	rm -rf $(VENV) $(CORE_VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(CORE_VENV) $(SITE_VENV) .pytest_cache .hypothesis
