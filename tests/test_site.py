@@ -143,3 +143,15 @@ def test_the_site_shows_the_committed_outputs(built_site):
                    for line in "".join(output["text"]).splitlines() if len(line.strip()) > 20 and "<" not in line]
         text = unescape(html)
         assert printed and all(line in text for line in printed[:5]), path
+
+
+def test_workshop_guide_is_in_both_languages_and_on_the_site():
+    en = (ROOT / "instructors" / "README.md").read_text(encoding="utf-8")
+    bn = (ROOT / "instructors" / "README.bn.md").read_text(encoding="utf-8")
+    outline = lambda t: re.findall(r"^(#{1,6}) ", t, re.M)
+    rows = lambda t: [line for line in t.splitlines() if line.startswith("|") and not line.startswith("| ---")]
+    assert outline(en) == outline(bn) and len(rows(en)) == len(rows(bn))
+    assert "README.bn.md" in en and "README.md" in bn
+    for lesson in sorted(p.stem for p in (ROOT / "lessons" / "en").glob("*.ipynb")):  # every lesson has its row
+        assert f"lessons/en/{lesson}.ipynb" in en and f"lessons/bn/{lesson}.ipynb" in bn, lesson
+    assert twins.twin_of("instructors/README") == "instructors/README.bn"
