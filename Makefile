@@ -3,6 +3,10 @@
 #   make test    create/update .venv, then run every test (pytest for mmcore + nbval for every notebook)
 #   make site    the course website (every lesson and solution with its committed outputs, both languages) into
 #                build/site, with its own tools in .venv-site (Sphinx + MyST-NB; the course's .venv is not touched)
+#   make wheelhouse  (on a machine with internet) every package the course needs, for the students' platform, into
+#                wheelhouse/; copy it with the course folder: `make lab` then installs from it with no internet.
+#                WHEEL_PLATFORM=win_amd64 WHEEL_PYTHON=3.11 for other machines (default: this one); PyTorch's CPU-only
+#                wheels come from TORCH_INDEX (default https://download.pytorch.org/whl/cpu)
 #   make check   the pre-flight check (under a minute; installs nothing): is this machine ready for the course?
 #                COURSE_LANG=bn reports in Bengali; exit status 1 and a fix for each problem when something is not ready
 #   make test-core   the course as Colab / plain pip users get it: a second venv with no test extras (sharing
@@ -19,9 +23,16 @@ CORE_VENV ?= .venv-core
 CORE_PY := $(CORE_VENV)/bin/python
 CORE_STAMP := $(CORE_VENV)/.mmcore-installed
 SITE_VENV ?= .venv-site
+WHEELHOUSE ?= wheelhouse
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+WHEEL_PLATFORM ?=
+WHEEL_PYTHON ?=
+# With a wheelhouse (make wheelhouse), `make lab` installs from it alone (no internet); else from PyPI as before.
+WHEELHOUSE_STAMP := $(VENV)/.mmcore-wheelhouse-installed
+LAB_STAMP := $(if $(wildcard $(WHEELHOUSE)/mmcore-*.whl),$(WHEELHOUSE_STAMP),$(STAMP))
 SITE_STAMP := $(SITE_VENV)/.site-installed
 
-.PHONY: lab test test-core check site bench lessons checkpoints clean
+.PHONY: lab test test-core check site wheelhouse bench lessons checkpoints clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +40,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mmcore)" >/dev/null
 	@touch $(STAMP)
 
+# The offline set-up: the course (editable, as above) and its dependencies from wheelhouse/ only (no test extras).
+$(WHEELHOUSE_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-index --find-links $(WHEELHOUSE) -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mmcore)" >/dev/null
+	@touch $(WHEELHOUSE_STAMP)
+
 # JupyterLab serves the repository root (lessons, solutions, glossary, README all reachable) and opens the start page.
-lab: $(STAMP)
+lab: $(LAB_STAMP)
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir="$(CURDIR)" \
 		--LabApp.default_url=/lab/tree/lessons/start-$(COURSE_LANG).ipynb $(LAB_OPTS)
 
@@ -51,6 +69,17 @@ $(SITE_STAMP): site/requirements.txt
 
 site: $(SITE_STAMP)
 	$(SITE_VENV)/bin/python site/build_site.py --out build/site
+
+# Every package `make lab` needs, as wheels: the course's own, its dependencies from pyproject.toml (PyTorch's CPU-only
+# wheels), ipykernel (the kernel) and setuptools (to install the course in editable mode). About 1 GB with CPU PyTorch.
+wheelhouse:
+	$(PYTHON) -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir $(WHEELHOUSE) .
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check --dest $(WHEELHOUSE) --extra-index-url $(TORCH_INDEX) \
+		$(if $(WHEEL_PLATFORM),--platform $(WHEEL_PLATFORM) --only-binary=:all:) \
+		$(if $(WHEEL_PYTHON),--python-version $(WHEEL_PYTHON) --only-binary=:all:) \
+		$$($(PYTHON) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))') \
+		ipykernel "setuptools>=69"
+	@du -sh $(WHEELHOUSE)
 
 # A core-only install (pip install -e ., no extras), as the Colab set-up cell makes; torch & co. are shared with .venv.
 $(CORE_STAMP): pyproject.toml $(STAMP)
