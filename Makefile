@@ -1,6 +1,7 @@
 # Two commands for students and CI; each sets up its own environment on a fresh machine.
 #   make lab     create/update .venv, then open JupyterLab at the course's start page (lessons/start-en|bn.ipynb)
 #   make test    create/update .venv, then run every test (pytest for mmcore + nbval for every notebook)
+#   make setup   only the set-up of `make lab` (.venv with the course and the kernel "Python 3 (mmcore)"), no JupyterLab
 #   make site    the course website (every lesson and solution with its committed outputs, both languages) into
 #                build/site, with its own tools in .venv-site (Sphinx + MyST-NB; the course's .venv is not touched)
 #   make wheelhouse  (on a machine with internet) every package the course needs, for the students' platform, into
@@ -32,7 +33,7 @@ WHEELHOUSE_STAMP := $(VENV)/.mmcore-wheelhouse-installed
 LAB_STAMP := $(if $(wildcard $(WHEELHOUSE)/mmcore-*.whl),$(WHEELHOUSE_STAMP),$(STAMP))
 SITE_STAMP := $(SITE_VENV)/.site-installed
 
-.PHONY: lab test test-core check site wheelhouse bench lessons checkpoints clean
+.PHONY: setup lab test test-core check site wheelhouse bench lessons checkpoints clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +47,9 @@ $(WHEELHOUSE_STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-index --find-links $(WHEELHOUSE) -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mmcore)" >/dev/null
 	@touch $(WHEELHOUSE_STAMP)
+
+# The set-up `make lab` runs, alone: .devcontainer/ runs it when a Codespace or dev container is created.
+setup: $(LAB_STAMP)
 
 # JupyterLab serves the repository root (lessons, solutions, glossary, README all reachable) and opens the start page.
 lab: $(LAB_STAMP)
@@ -101,7 +105,7 @@ lessons: $(STAMP)
 	$(PY) lessons/build.py --execute
 
 # Retrain the shipped checkpoints (deterministic on the CPU with one thread, except the time-budgeted unCLIP run;
-# about 80 minutes on 2 cores).
+# about 115 minutes on 2 cores).
 # The same command is recorded in each checkpoint's card (data/checkpoints/*.md, *.json).
 checkpoints: $(STAMP)
 	$(PY) -m mmcore.train clip --preset tiny --steps 1500 --batch-size 256 --lr 1e-3 --seed 0 --threads 1 \
@@ -110,6 +114,11 @@ checkpoints: $(STAMP)
 	$(PY) -m mmcore.train clip --init-from shapes-tiny --freeze-image --templates all --frame-prob 0.3 --steps 800 \
 		--batch-size 256 --lr 3e-4 --warmup-steps 50 --eval-every 100 --seed 1 --threads 2 --no-save-optimizer \
 		--no-progress --out data/checkpoints/shapes-tiny.safetensors
+# lesson 07's shapes-negclip: shapes-tiny fine-tuned with two-object pictures and hard negatives (NegCLIP; 33 minutes)
+	$(PY) -m mmcore.train clip --init-from shapes-tiny --relation-prob 0.7 --hard-negatives --frame-prob 0.3 --steps 3000 \
+		--batch-size 128 --lr 1e-3 --warmup-steps 30 --eval-every 500 --seed 7 --threads 1 --no-save-optimizer \
+		--no-progress --out runs/shapes-negclip.safetensors
+	cp runs/shapes-negclip.safetensors runs/shapes-negclip.json data/checkpoints/
 	$(PY) -m mmcore.train_judge --steps 2000 --threads 1 --out data/checkpoints/shapes-judge.safetensors
 	$(PY) -m mmcore.train_vqgan --steps 1800 --batch-size 32 --lr 1e-3 --disc-weight 0.1 --disc-start 0.5 --seed 0 \
 		--threads 1 --out data/checkpoints/shapes-vqgan.safetensors
