@@ -87,19 +87,25 @@ COLAB_BADGE = {
     "en": "[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})",
     "bn": "[![Colab-এ খুলুন](https://colab.research.google.com/assets/colab-badge.svg)]({url})",
 }
+KAGGLE_BADGE = {  # Kaggle opens a notebook from its GitHub address (switch the notebook's Internet on there)
+    "en": "[![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)]({url})",
+    "bn": "[![Kaggle-এ খুলুন](https://kaggle.com/static/images/open-in-kaggle.svg)]({url})",
+}
 
 SETUP_CELL = """\
-# Set-up: in Google Colab this installs the course (the mmcore package, its data and a Bengali font);
+# Set-up: in Google Colab or Kaggle this installs the course (the mmcore package, its data and a Bengali font);
 # on your own machine (`make lab`) it does nothing.
-# সেট-আপ: Google Colab-এ এটি কোর্সটি ইনস্টল করে (mmcore প্যাকেজ, তার ডেটা আর একটি বাংলা ফন্ট); নিজের যন্ত্রে কিছু করে না।
+# সেট-আপ: Google Colab বা Kaggle-এ এটি কোর্সটি ইনস্টল করে (mmcore প্যাকেজ, তার ডেটা আর একটি বাংলা ফন্ট); নিজের যন্ত্রে কিছু করে না।
 import os, sys
-if "google.colab" in sys.modules:
-    if not os.path.isdir("/content/course"):
+course = ("/content/course" if "google.colab" in sys.modules
+          else "/kaggle/working/course" if "KAGGLE_KERNEL_RUN_TYPE" in os.environ else None)
+if course:
+    if not os.path.isdir(course):
         print({{"en": "Installing the course (about a minute) ...", "bn": "কোর্স ইনস্টল হচ্ছে (প্রায় এক মিনিট) ..."}}[LANG])
-        !git clone -q --depth 1 {url} /content/course
-        !pip install -q -e /content/course
+        !git clone -q --depth 1 {url} {{course}}
+        !pip install -q -e {{course}}
         !apt-get -qq install -y fonts-noto-core > /dev/null
-    sys.path.insert(0, "/content/course")"""
+    sys.path.insert(0, course)"""
 
 
 PARAMETERS_CELL = '# The language of everything this notebook prints or draws (papermill\'s "parameters" cell).\nLANG = "{lang}"'
@@ -108,6 +114,10 @@ PARAMETERS_CELL = '# The language of everything this notebook prints or draws (p
 def colab_url(repo: str, kind: str, lang: str, stem: str) -> str:
     path = repo.removeprefix("https://github.com/")
     return f"https://colab.research.google.com/github/{path}/blob/main/{kind}/{lang}/{stem}.ipynb"
+
+
+def kaggle_url(repo: str, kind: str, lang: str, stem: str) -> str:
+    return f"https://kaggle.com/kernels/welcome?src={repo}/blob/main/{kind}/{lang}/{stem}.ipynb"
 
 
 # The kernel the course registers (`make lab`: ipykernel install --name python3 --display-name ...): a notebook that
@@ -129,7 +139,8 @@ def to_notebook(cells: list[Cell], lang: str, kind: str, stem: str, repo: str) -
     first_title = picked[0]
     if first_title.kind != "markdown":
         raise ValueError(f"{stem}: a notebook starts with its title (a markdown cell)")
-    badge = COLAB_BADGE[lang].format(url=colab_url(repo, kind, lang, stem))
+    badge = (COLAB_BADGE[lang].format(url=colab_url(repo, kind, lang, stem)) + " "
+             + KAGGLE_BADGE[lang].format(url=kaggle_url(repo, kind, lang, stem)))
     parameters = nbformat.v4.new_code_cell(PARAMETERS_CELL.format(lang=lang))
     parameters.metadata["tags"] = ["parameters"]  # the one code cell that differs between the twins
     out = [nbformat.v4.new_markdown_cell(first_title.source + "\n\n" + badge), parameters,
@@ -173,7 +184,7 @@ def is_parameters(cell: nbformat.NotebookNode) -> bool:
 
 
 def is_setup(cell: nbformat.NotebookNode) -> bool:
-    """Whether ``cell`` is the Colab set-up cell that the builder writes (it does nothing outside Colab)."""
+    """Whether ``cell`` is the set-up cell that the builder writes (it does nothing outside Colab and Kaggle)."""
     return cell.cell_type == "code" and cell.source.startswith("# Set-up: in Google Colab")
 
 
