@@ -125,9 +125,19 @@ def kaggle_url(repo: str, kind: str, lang: str, stem: str) -> str:
 KERNEL_NAME, KERNEL_DISPLAY_NAME = "python3", "Python 3 (mmcore)"
 
 
+def kernel_language_info() -> dict:
+    """The ``language_info`` the course kernel reports (its kernel_info_reply): JupyterLab writes it into a notebook's
+    metadata when the kernel starts and marks the notebook modified unless it is already there, equal key for key,
+    Python version included. ipykernel builds it from the interpreter it runs in: the course kernel is .venv's
+    Python, the one build.py runs in. A student on another Python version still sees the notebook marked modified."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    return dict(IPythonKernel.language_info)
+
+
 def notebook_metadata() -> dict:
     return {"kernelspec": {"display_name": KERNEL_DISPLAY_NAME, "language": "python", "name": KERNEL_NAME},
-            "language_info": {"name": "python"}}
+            "language_info": kernel_language_info()}
 
 
 def to_notebook(cells: list[Cell], lang: str, kind: str, stem: str, repo: str) -> nbformat.NotebookNode:
@@ -155,9 +165,10 @@ def to_notebook(cells: list[Cell], lang: str, kind: str, stem: str, repo: str) -
 
 
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop volatile metadata (timings, widget state, kernel versions) so a rebuild changes only what changed."""
+    """Drop volatile metadata (timings, widget state) so a rebuild changes only what changed; language_info is the
+    course kernel's own, as JupyterLab would write it (see kernel_language_info)."""
     nb.metadata.pop("widgets", None)
-    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata["language_info"] = kernel_language_info()
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         cell.metadata.pop("collapsed", None)

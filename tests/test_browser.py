@@ -180,8 +180,8 @@ class Page:
         self.notebook().locator(".jp-MarkdownOutput h1").first.wait_for()
 
     def close_notebook(self) -> None:
-        """Close the notebook on show as a student would, not saving: JupyterLab asks whether to save when a
-        notebook changed (starting a kernel writes its version into the notebook's metadata)."""
+        """Close the notebook on show as a student would, not saving if JupyterLab asks (it asks only when the
+        notebook changed: check_notebook has made sure opening it did not)."""
         panels = self.page.locator(".jp-NotebookPanel")
         before = panels.count()
         self.page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabCloseIcon").click()
@@ -275,6 +275,24 @@ def check_notebook(tab: Page, path: str) -> None:
     sync_api.expect(notebook.locator(".jp-KernelName"), path).to_have_text(kernel, timeout=60_000)
     sync_api.expect(tab.page.locator("#jp-main-statusbar"), path).to_contain_text(f"{kernel} | Idle", timeout=60_000)
     assert tab.page.locator(".jp-Dialog").count() == 0, f"{path}: a dialog opened: {tab.page.locator('.jp-Dialog').inner_text()}"
+    # untouched, it stays unmodified: JupyterLab writes the kernel's language_info and kernelspec into the notebook's
+    # metadata once the kernel is up, and marks it modified (closing asks to save, autosave rewrites it) unless the
+    # committed metadata already says exactly that
+    shown = tab.page.evaluate("""async () => {
+        const panel = window.jupyterapp.shell.currentWidget;
+        const kernel = panel.context.sessionContext.session.kernel;
+        await kernel.info;
+        await kernel.spec;
+        await new Promise(resolve => setTimeout(resolve, 500));
+        return {dirty: panel.context.model.dirty, metadata: panel.context.model.toJSON().metadata};
+    }""")
+    committed = json.loads(file.read_text(encoding="utf-8"))["metadata"]
+    kernel_python = shown["metadata"].get("language_info", {}).get("version")
+    if kernel_python == committed["language_info"].get("version"):  # another Python version always differs: the
+        # notebooks were built with one (lessons/build.py: kernel_language_info), and JupyterLab compares it exactly
+        assert not shown["dirty"], f"{path}: opening it marks it modified: committed {committed}, kernel's {shown['metadata']}"
+        sync_api.expect(tab.page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current"), path).not_to_have_class(
+            re.compile(r"\bjp-mod-dirty\b"))
 
 
 @pytest.mark.parametrize("lang", LANGS)

@@ -123,3 +123,23 @@ def test_notebooks_name_the_kernel_the_course_registers():
     for path in notebooks:
         spec = json.loads(path.read_text(encoding="utf-8"))["metadata"]["kernelspec"]
         assert (spec["name"], spec["display_name"]) == (name, display), path.name
+
+
+def test_notebooks_carry_the_language_info_the_course_kernel_reports():
+    """JupyterLab writes the kernel's language_info into a notebook when the kernel starts and marks the notebook
+    modified unless it is already there, key for key (tests/test_browser.py checks the mark itself). Every notebook
+    carries what the course kernel reports, built by one Python; a student on another Python version still sees
+    one line change (the version), which nothing on the notebook's side can prevent."""
+    sys.path.insert(0, str(ROOT / "lessons"))
+    import build
+
+    expected = build.kernel_language_info()
+    versions = set()
+    for path in sorted(ROOT.glob("lessons/**/*.ipynb")) + sorted(ROOT.glob("solutions/*/*.ipynb")):
+        if ".ipynb_checkpoints" in path.parts:
+            continue
+        info = json.loads(path.read_text(encoding="utf-8"))["metadata"]["language_info"]
+        assert {k: v for k, v in info.items() if k != "version"} == \
+            {k: v for k, v in expected.items() if k != "version"}, path.name
+        versions.add(info["version"])
+    assert len(versions) == 1, f"notebooks built with several Python versions: {sorted(versions)}; rebuild them"
