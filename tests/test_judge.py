@@ -279,7 +279,8 @@ def test_training_command_runs(tmp_path):
     judge, metrics = train_judge(cfg, command="test")
     assert metrics["steps"] == 3
     # the reported accuracy is the trained judge's own on the evaluation pictures (evaluate_judge's default seed)
-    images, attributes = real_images("test", 16, 2025)
+    n = judge.card["training"]["eval_test"]  # 16 as asked; MMCORE_QUICK=1 (make test) evaluates on 64
+    images, attributes = real_images("test", n, 2025)
     accuracy = attribute_accuracy(judge.predict(images), attributes)
     assert metrics["test_shape"] == accuracy["shape"] and metrics["test_color"] == accuracy["color"]
     loaded = judge_module.load(tmp_path / "j.safetensors")
