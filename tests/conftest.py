@@ -1,5 +1,6 @@
 """Shared test set-up: tests never write into the user's real cache (~/.cache/mmcore)."""
 import os
+import socket
 
 import pytest
 
@@ -25,3 +26,10 @@ def floor_seed(default: int) -> int:
 def floor_seed_shifted() -> bool:
     """True when ``MMCORE_FLOOR_SEED`` moves the floor samples (comparisons with a card's own sample are skipped)."""
     return int(os.environ.get("MMCORE_FLOOR_SEED", "0")) != 0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a test's own server: JupyterLab, DDP, HTTP)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

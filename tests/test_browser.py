@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "runs" / "browser"
@@ -60,17 +61,11 @@ TEST_SPEED_RACE = "Could not restore the debugger state: Canceled future for deb
 BADGE_HOSTS = {"colab.research.google.com", "kaggle.com", "www.kaggle.com"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Lab:
     """A JupyterLab server on 127.0.0.1 (what `make lab` runs, without opening a browser)."""
 
     def __init__(self, tmp: Path):
-        self.port, self.token = _free_port(), "mmcore-browser-test-token"
+        self.port, self.token = free_port(), "mmcore-browser-test-token"
         self.base = f"http://127.0.0.1:{self.port}"
         settings = tmp / "settings"
         for name, values in LAB_SETTINGS.items():

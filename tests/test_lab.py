@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, token: str):
@@ -32,7 +27,7 @@ def _get(url: str, token: str):
 
 @pytest.mark.slow
 def test_jupyter_lab_starts_and_lists_the_lessons(tmp_path):
-    port, token = _free_port(), "mmcore-test-token"
+    port, token = free_port(), "mmcore-test-token"
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"))
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
@@ -85,7 +80,7 @@ def test_make_lab_serves_the_repository_and_opens_the_start_page(tmp_path, lang)
     solutions and the glossary (through the server's contents API; no browser)."""
     if not (ROOT / ".venv" / ".mmcore-installed").exists():
         pytest.skip("make lab needs the course's .venv (`make test` creates it)")
-    port, token = _free_port(), "mmcore-make-lab-token"
+    port, token = free_port(), "mmcore-make-lab-token"
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"))
     options = f"--no-browser --ip=127.0.0.1 --port={port} --IdentityProvider.token={token}"
     lab = subprocess.Popen(["make", "-s", "lab", f"COURSE_LANG={lang}", f"LAB_OPTS={options}"], cwd=ROOT, env=env,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import free_port
 import mmcore.clip
 from mmcore.clip import CLIP, CLIPConfig, clip_loss
 from mmcore.data import HELDOUT, TRAIN_TEMPLATES, WATCH_SEED, caption
@@ -328,12 +328,6 @@ def test_command_line_records_the_command(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------- DDP (two processes)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, out: str, cfg: CLIPTrainConfig) -> None:
     import torch.distributed as dist
 
@@ -359,7 +353,7 @@ def test_two_process_ddp_matches_one_process(hard):
     single = train_clip(cfg, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "ddp.json")
-        mp.spawn(_ddp_worker, args=(2, _free_port(), out, cfg), nprocs=2, join=True)
+        mp.spawn(_ddp_worker, args=(2, free_port(), out, cfg), nprocs=2, join=True)
         ddp = json.loads(Path(out).read_text())
     assert len(ddp["loss"]) == len(single.history.loss) == 3
     for a, b in zip(ddp["loss"], single.history.loss):
@@ -383,7 +377,7 @@ COMMAND_ARGS = ["--steps", "3", "--batch-size", "16", "--warmup-steps", "2", "--
 def test_torchrun_command_writes_the_same_checkpoint_as_one_process(tmp_path):
     """``torchrun --nproc_per_node=2 -m mmcore.train clip`` (gloo on the CPU, process group from WORLD_SIZE): rank 0
     saves, and the weights equal those of one process with the same global batch."""
-    port = f"--master_port={_free_port()}"
+    port = f"--master_port={free_port()}"
     _run_training_command(TORCHRUN + [port], COMMAND_ARGS + ["--out", str(tmp_path / "ddp.safetensors")])
     _run_training_command([sys.executable], COMMAND_ARGS + ["--out", str(tmp_path / "one.safetensors")])
     ddp, ddp_card = load_checkpoint(tmp_path / "ddp.safetensors")
@@ -397,7 +391,7 @@ def test_torchrun_command_writes_the_same_checkpoint_as_one_process(tmp_path):
 def test_torchrun_command_honours_the_time_budget_on_every_rank(tmp_path):
     """With --max-minutes both processes stop at the same step (rank 0's clock decides) and nobody hangs."""
     args = [a if a != "3" else "100000" for a in COMMAND_ARGS] + ["--max-minutes", "0.05"]
-    port = f"--master_port={_free_port()}"
+    port = f"--master_port={free_port()}"
     _run_training_command(TORCHRUN + [port], args + ["--out", str(tmp_path / "b.safetensors")], timeout=180)
     card = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
     assert 0 < card["metrics"]["steps"] < 100000 and card["training"]["max_minutes"] == 0.05
