@@ -44,6 +44,7 @@ __all__ = [
     "CLIPOutput",
     "clip_loss",
     "eot_positions",
+    "with_text_tower",
     "zero_shot_classifier",
     "Preprocess",
     "normalize_pixels",
@@ -73,9 +74,11 @@ OPENAI_MODELS: dict[str, str] = {
 }
 
 SHAPES_TINY = CHECKPOINT_DIR / "shapes-tiny.safetensors"
-#: The course's shipped CLIPs: ``shapes-tiny`` (lessons 01-06) and ``shapes-negclip``, ``shapes-tiny`` fine-tuned with
-#: two-object pictures and hard negatives (lesson 07, ``data/checkpoints/shapes-negclip.md``).
-SHIPPED = {"shapes-tiny": SHAPES_TINY, "shapes-negclip": CHECKPOINT_DIR / "shapes-negclip.safetensors"}
+#: The course's shipped CLIPs: ``shapes-tiny`` (lessons 01-06), ``shapes-negclip``, ``shapes-tiny`` fine-tuned with
+#: two-object pictures and hard negatives (lesson 07, ``data/checkpoints/shapes-negclip.md``), and ``shapes-english``,
+#: the same recipe as ``shapes-tiny`` with English captions only (lesson 08's teacher).
+SHIPPED = {"shapes-tiny": SHAPES_TINY, "shapes-negclip": CHECKPOINT_DIR / "shapes-negclip.safetensors",
+           "shapes-english": CHECKPOINT_DIR / "shapes-english.safetensors"}
 KIND = "mmcore.clip.CLIP"  # the "model" of its checkpoint cards
 
 
@@ -366,6 +369,32 @@ class CLIP(nn.Module):
         if "config" not in card:
             raise ValueError(f"{path} has no 'config' in its card: was it written by CLIP.save?")
         return cls._from_converted(CLIPConfig.from_dict(card["config"]), sd, path)
+
+
+def with_text_tower(model: CLIP, text: TextTransformer) -> CLIP:
+    """A CLIP that sees with ``model``'s image tower and temperature and reads with another text tower ``text``.
+
+    Lesson 08's student: a text tower trained (by distillation) to put a new language where ``model``'s own text
+    tower puts English. The result is an ordinary :class:`CLIP` (zero-shot, search and ``save`` accept it); its
+    image tower is a copy, so training one model never changes the other. ``text`` must be built for ``model``'s
+    config (same width, layers and embedding size), e.g. a copy of ``model.text``.
+    """
+    if not isinstance(text, TextTransformer):
+        raise TypeError(f"text must be a TextTransformer (a CLIP's .text); got {type(text).__name__}")
+    ours, theirs = text.state_dict(), model.text.state_dict()
+    wrong = [k for k in theirs if k not in ours or ours[k].shape != theirs[k].shape]
+    if wrong:
+        raise ValueError(f"the text tower does not fit this CLIP: {wrong[0]!r} has "
+                         f"another shape or is missing; build the student from the teacher's config "
+                         "(TextTransformer(model.cfg) or copy.deepcopy(model.text))")
+    check_tensors(ours, theirs, "the text tower")
+    with torch.device("meta"):
+        paired = CLIP(model.cfg)
+    sd = {**{f"visual.{k}": v for k, v in model.visual.state_dict().items()},
+          **{f"text.{k}": v for k, v in text.state_dict().items()}, "logit_scale": model.logit_scale.data}
+    sd = {k: v.detach().to(torch.float32, copy=True).contiguous() for k, v in sd.items()}
+    paired.load_state_dict(sd, strict=True, assign=True)
+    return paired.to(model.logit_scale.device).eval()
 
 
 # ------------------------------------------------------------------------------------------------ loss, zero-shot

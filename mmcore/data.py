@@ -56,7 +56,7 @@ __all__ = [
     "SHAPES", "COLORS", "SIZES", "POSITIONS", "COLOR_RGB", "RELATIONS", "HELDOUT", "SPLITS", "LANGS",
     "WATCH_SEED", "EVAL_SEED", "TRAIN_TEMPLATES", "BASE_TEMPLATES", "EVAL_TEMPLATES", "UNSEEN_PHRASINGS", "RELATION_TEMPLATES", "OPPOSITE_RELATIONS", "compositions", "sample_attributes", "render",
     "swap_colors", "flip_relation", "hard_negative",
-    "caption", "phrased_prompts", "pair_prompt", "seen_pairs", "NUM_COMBOS", "combo_index", "combo_attributes",
+    "caption", "parallel_captions", "phrased_prompts", "pair_prompt", "seen_pairs", "NUM_COMBOS", "combo_index", "combo_attributes",
     "render_images", "rendered_chunks", "dataset_images", "frame_caption", "filler_words", "bn_genitive", "ShapesDataset", "caption_corpus", "Photo", "sample_photos", "load_image",
     "ImageLoadError",
 ]
@@ -422,6 +422,30 @@ def hard_negative(attrs: dict[str, str], rng: random.Random) -> dict[str, str]:
         swap = rng.random() < 0.5 and attrs["color"] != attrs["color2"]
         return swap_colors(attrs) if swap else flip_relation(attrs)
     return {**attrs, "color": rng.choice([c for c in COLORS if c != attrs["color"]])}
+
+
+def parallel_captions(n: int | None = None, split: str = "train", source: str = "en", target: str = "bn",
+                      seed: int = 0) -> list[tuple[str, str]]:
+    """Caption pairs that say the same thing in two languages: ``[(source caption, target caption), ...]``.
+
+    Every one-object attribute combination of ``split``'s compositions in every training template (template ``i``
+    of one language translates template ``i`` of the other), each distinct pair once, in a fixed shuffled order
+    (``seed``); the first ``n`` of them (None: all). Lesson 08 distils a text tower from these: no picture needed.
+    """
+    _check_choice("split", split, SPLITS)
+    _check_choice("source", source, LANGS)
+    _check_choice("target", target, LANGS)
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive number of caption pairs (or None: all); got {n!r}")
+    pairs: dict[tuple[str, str], None] = {}  # ordered and distinct
+    for shape, color in _compositions(split):
+        for size, position in itertools.product(SIZES, POSITIONS):
+            attrs = {"shape": shape, "color": color, "size": size, "position": position}
+            for i, template in enumerate(TRAIN_TEMPLATES[source]):
+                pairs[(caption(attrs, source, template), caption(attrs, target, TRAIN_TEMPLATES[target][i]))] = None
+    out = list(pairs)
+    random.Random(f"parallel:{split}:{seed}").shuffle(out)
+    return out[:n]
 
 
 def phrased_prompts(pairs: Sequence[tuple[str, str]], per_pair: int | None = None, langs: Sequence[str] = LANGS,

@@ -8,6 +8,7 @@ Each public function draws a block diagram with matplotlib only and returns the 
     diagrams.guided(LANG)    # VQGAN+CLIP: the optimisation loop over the latents
     diagrams.dalle(LANG)     # one token stream, a causal transformer, CLIP re-ranking
     diagrams.unclip(LANG)    # text embedding -> prior -> image embedding -> decoder (DALL-E 2)
+    diagrams.distillation(LANG)  # a student text tower learns a new language from a frozen teacher (lesson 08)
 
 ``lang`` is "en" or "bn": every label follows it, while technical names (CLIP, VQGAN, ViT, DALL-E) and tensor
 shapes stay as they are. Meaning never rests on colour alone: boxes and arrows carry labels, the matching pairs
@@ -29,7 +30,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 from .lang import check_lang, pick
 from .plot import setup_fonts
 
-__all__ = ["clip", "vqgan", "guided", "dalle", "unclip"]
+__all__ = ["clip", "vqgan", "guided", "dalle", "unclip", "distillation"]
 
 UNITS_PER_INCH = 2.0  # canvas units per inch of figure
 WIDTH, HEIGHT = 18.0, 7.0  # canvas size in units: a 9 x 3.5 inch figure
@@ -354,4 +355,44 @@ def unclip(lang: str = "en") -> Figure:
     _note(ax, (col[5] + col[6] + w) / 2, down + h / 2,
           t("both diffusion models start\nfrom noise and remove it\nstep by step",
             "দুটি ডিফিউশন মডেলই নয়েজ থেকে\nশুরু করে ধাপে ধাপে\nনয়েজ সরায়"))
+    return fig
+
+
+def distillation(lang: str = "en") -> Figure:
+    """Lesson 08: a frozen English teacher text tower embeds an English caption; a student text tower embeds the same
+    caption in Bengali; the mean squared error between the two vectors trains the student only. Afterwards the
+    teacher's unchanged image tower and the student make one CLIP that reads Bengali."""
+    t = _language(lang)
+    fig, ax = _canvas(t("Distillation: a student text tower learns Bengali from a frozen English teacher",
+                        "ডিস্টিলেশন: স্থির ইংরেজি শিক্ষকের কাছ থেকে একটি শিক্ষার্থী টেক্সট-স্তম্ভ বাংলা শেখে"))
+    top, low, h = 4.05, 1.35, 1.3  # lower edges of the teacher row and the student row; box height
+
+    english = _box(ax, 0.2, top, 2.5, h, t("English caption", "ইংরেজি ক্যাপশন"),
+                   t('"a red circle"', '"একটি লাল বৃত্ত", ইংরেজিতে'), kind="data")
+    teacher = _box(ax, 3.1, top, 3.0, h, t("teacher text tower", "শিক্ষক টেক্সট-স্তম্ভ"),
+                   t("frozen, English only", "স্থির, শুধু ইংরেজি"))
+    goal = _box(ax, 6.6, top, 2.2, h, t("teacher vector", "শিক্ষকের ভেক্টর"), "(B, 128)", kind="latent")
+    bengali = _box(ax, 0.2, low, 2.5, h, t("Bengali caption", "বাংলা ক্যাপশন"),
+                   t('"a red circle", in Bengali', '"একটি লাল বৃত্ত"'), kind="data")
+    student = _box(ax, 3.1, low, 3.0, h, t("student text tower", "শিক্ষার্থী টেক্সট-স্তম্ভ"),
+                   t("starts as the teacher's copy", "শুরুতে শিক্ষকের প্রতিলিপি"))
+    guess = _box(ax, 6.6, low, 2.2, h, t("student vector", "শিক্ষার্থীর ভেক্টর"), "(B, 128)", kind="latent")
+    loss = _box(ax, 9.4, 2.7, 2.6, h, t("mean squared\nerror", "গড় বর্গ\nত্রুটি"), "‖s − t‖²", kind="loss")
+    _note(ax, 1.4, 3.05, t("the same meaning", "একই অর্থ"))
+
+    for a, b in ((english, teacher), (teacher, goal), (bengali, student), (student, guess)):
+        _arrow(ax, a.right, b.left)
+    _arrow(ax, goal.right, loss.top, connection="angle,angleA=0,angleB=90,rad=0")
+    _arrow(ax, guess.right, loss.bottom, connection="angle,angleA=0,angleB=-90,rad=0")
+    _arrow(ax, (loss.x + 0.5, loss.y), (student.x + student.w - 0.4, student.y), dashed=True,
+           connection="arc,angleA=-90,armA=72,angleB=-90,armB=25,rad=0",  # arms in points: down to y = 0.65, across
+           label=t("gradient: student only", "গ্রেডিয়েন্ট: শুধু শিক্ষার্থী"), label_at=(8.0, 0.7))
+
+    # After training: the teacher's unchanged image tower beside the student, one CLIP that reads Bengali.
+    _note(ax, 15.15, 5.75, t("after training", "প্রশিক্ষণের পরে"), fontweight="bold")
+    image = _box(ax, 12.5, top, 2.7, h, t("image tower", "ছবির স্তম্ভ"), t("the teacher's, unchanged", "শিক্ষকের, অপরিবর্তিত"))
+    reader = _box(ax, 12.5, low, 2.7, h, t("student text\ntower", "শিক্ষার্থী\nটেক্সট-স্তম্ভ"))
+    use = _box(ax, 15.6, 2.7, 2.2, h, t("Bengali zero-shot\nand search", "বাংলায় জিরো-শট\nও অনুসন্ধান"), kind="data")
+    _arrow(ax, image.right, use.top, connection="angle,angleA=0,angleB=90,rad=0")
+    _arrow(ax, reader.right, use.bottom, connection="angle,angleA=0,angleB=-90,rad=0")
     return fig

@@ -185,6 +185,31 @@ def training_curves(history, labels: dict[str, str] | None = None, dpi: int = 72
     return fig
 
 
+def distillation_curves(history, labels: dict[str, str] | None = None, dpi: int = 72):
+    """Loss per step (log scale) and held-out zero-shot accuracy per evaluation, in the new language and in the
+    teacher's, of a :class:`mmcore.train_distill.DistillHistory`.
+
+    ``labels`` overrides the axis texts (keys: loss, accuracy, step, target, source), e.g. in Bengali.
+    """
+    setup_fonts()
+    text = {"loss": "distillation loss (MSE)", "accuracy": "held-out zero-shot accuracy", "step": "step",
+            "target": "prompts in the new language", "source": "prompts in the teacher's language", **(labels or {})}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 2.8), dpi=dpi)
+    left.plot(history.step, history.loss, linewidth=0.8)
+    left.set_yscale("log")
+    left.set_xlabel(text["step"])
+    left.set_ylabel(text["loss"])
+    if history.eval_step:
+        right.plot(history.eval_step, history.zero_shot_target, "s-", label=text["target"])
+        right.plot(history.eval_step, history.zero_shot_source, "o--", label=text["source"])
+        right.set_ylim(0, 1.02)
+        right.legend(fontsize=8)
+    right.set_xlabel(text["step"])
+    right.set_ylabel(text["accuracy"])
+    fig.tight_layout()
+    return fig
+
+
 def _series(history, key: str) -> list:
     """``history.key`` for a history object, ``history[key]`` for a dict (a checkpoint card's ``"history"``)."""
     return history[key] if isinstance(history, dict) else getattr(history, key)

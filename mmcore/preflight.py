@@ -320,9 +320,9 @@ def check_checkpoints(lang: str = "en", directory: str | os.PathLike | None = No
         found.append(pick(lang, f"SHA-256 differs from the card (corrupt or replaced): {', '.join(corrupt)}",
                           f"SHA-256 কার্ডের সঙ্গে মেলে না (নষ্ট বা বদলে যাওয়া): {', '.join(corrupt)}"))
     fix = pick(lang, "restore the shipped files: `git checkout data/checkpoints` (in a git clone), or get the course "
-                     "folder again;\nretraining them yourself: `make checkpoints` (about two hours on 2 cores; shapes-dalle needs a GPU)",
+                     "folder again;\nretraining them yourself: `make checkpoints` (about four hours on 2 cores; shapes-dalle needs a GPU)",
                "কোর্সের সঙ্গে দেওয়া ফাইলগুলো ফিরিয়ে আনুন: `git checkout data/checkpoints` (git clone-এ), অথবা "
-               "কোর্স ফোল্ডারটি আবার নামান;\nনিজে আবার প্রশিক্ষণ দিতে চাইলে: `make checkpoints` (২ কোরে প্রায় দুই ঘণ্টা; shapes-dalle-এর জন্য GPU লাগে)")
+               "কোর্স ফোল্ডারটি আবার নামান;\nনিজে আবার প্রশিক্ষণ দিতে চাইলে: `make checkpoints` (২ কোরে প্রায় চার ঘণ্টা; shapes-dalle-এর জন্য GPU লাগে)")
     return Check("checkpoints", False, "; ".join(found), fix)
 
 

@@ -7,6 +7,7 @@ Each model has its own training module, readable top to bottom; this one only di
     python -m mmcore.train dalle ...    # mmcore.train_dalle  (DALL-E, lesson 05)
     python -m mmcore.train unclip ...   # mmcore.train_unclip (unCLIP's prior and decoder, lesson 06)
     python -m mmcore.train judge ...    # mmcore.train_judge  (the independent judge)
+    python -m mmcore.train distill ...  # mmcore.train_distill (a text tower for a new language, lesson 08)
 
 ``python -m mmcore.train <model> --help`` lists that model's options (every field of its config). Calling a module
 directly (``python -m mmcore.train_vqgan ...``) does the same; the checkpoint's card records the command as typed.
@@ -20,7 +21,7 @@ from typing import Any, Sequence
 __all__ = ["COMMANDS", "main"]
 
 COMMANDS = {"clip": "train_clip", "vqgan": "train_vqgan", "dalle": "train_dalle", "unclip": "train_unclip",
-            "judge": "train_judge"}  # the model's name on the command line -> its training module
+            "judge": "train_judge", "distill": "train_distill"}  # the model's name on the command line -> its training module
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

@@ -53,9 +53,10 @@ from .data import (BASE_TEMPLATES, LANGS, RELATION_TEMPLATES, TRAIN_TEMPLATES, W
 from .images import normalize, to_tensor
 from .tokenizer import BPETokenizer
 from .training import (TimeBudget, add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads,
-                       default_threads, parameter_groups, print_summary, progress_bar, run_card, warmup_for)
+                       default_threads, distributed, from_rank0, parameter_groups, print_summary, progress_bar,
+                       run_card, warmup_for)
 from .weights import load_checkpoint, resolve_checkpoint, sha256_file
-from .zeroshot import eval_set, evaluate_zero_shot, text_to_image_recall
+from .zeroshot import eval_set, evaluate_zero_shot, shapes_report
 
 __all__ = [
     "CLIPTrainConfig",
@@ -69,7 +70,6 @@ __all__ = [
     "train_step",
     "save_optimizer_state",
     "load_optimizer_state",
-    "evaluate",
     "train_clip",
     "main",
 ]
@@ -333,45 +333,7 @@ def _save(path: str | os.PathLike, model: CLIP, optimizer: torch.optim.Optimizer
     return path
 
 
-# ---------------------------------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def evaluate(model: CLIP, tokenizer: Callable[..., Tensor], n_heldout: int = 600, n_test: int = 1000,
-             seed: int = WATCH_SEED, langs: Sequence[str] = LANGS, recall: bool = True) -> dict[str, float]:
-    """The full Shapes report: held-out zero-shot accuracy (joint / shape / colour) and text -> image recall@1,
-    in each language. Keys like ``"zero_shot_en_joint"``, ``"recall1_bn"``."""
-    size = model.cfg.image_size
-    metrics: dict[str, float] = {}
-    images, attributes = eval_set("heldout", n_heldout, seed, size)
-    for lang in langs:
-        for kind, value in evaluate_zero_shot(model, tokenizer, images, attributes, lang).items():
-            metrics[f"zero_shot_{lang}_{kind}"] = value
-    if recall:
-        images, attributes = eval_set("test", n_test, seed, size)
-        for lang in langs:
-            metrics[f"recall1_{lang}"] = text_to_image_recall(model, tokenizer, images, attributes, lang, ks=(1,))[1]
-    return metrics
-
-
 # ------------------------------------------------------------------------------------------------- training
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) of this process: (0, 1) without a process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _from_rank0(*values: float, device: torch.device) -> list[float]:
-    """Process 0's ``values`` on every process: with a time budget each process measures its own clock, but
-    all must stop at the same step and use the same learning rate."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return list(values)
-    flags = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.broadcast(flags, src=0)
-    return flags.tolist()
 
 
 def train_clip(cfg: CLIPTrainConfig | None = None, model: CLIP | None = None, command: str | None = None,
@@ -392,7 +354,7 @@ def train_clip(cfg: CLIPTrainConfig | None = None, model: CLIP | None = None, co
 
 def _train_clip(cfg: CLIPTrainConfig, model: CLIP | None, command: str | None,
                 device: str | torch.device | None) -> CLIPTrainResult:
-    rank, world = _distributed()
+    rank, world = distributed()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     device = torch.device(device) if device is not None else get_device()
@@ -451,7 +413,7 @@ def _train_clip(cfg: CLIPTrainConfig, model: CLIP | None, command: str | None,
     while step < cfg.steps:
         planned = clock.plan(step)
         if clock.budget is not None:  # every process follows process 0's clock: all stop at the same step
-            over, agreed = _from_rank0(float(planned is None), planned or 0, device=device)
+            over, agreed = from_rank0(float(planned is None), planned or 0, device=device)
             planned = int(agreed)
             if over:
                 break
@@ -497,7 +459,7 @@ def _train_clip(cfg: CLIPTrainConfig, model: CLIP | None, command: str | None,
         if not history.eval_step or history.eval_step[-1] != step:
             run_eval()
         if cfg.final_eval:
-            metrics = evaluate(model, tokenizer, n_heldout=cfg.eval_images if quick_mode() else 600,
+            metrics = shapes_report(model, tokenizer, n_heldout=cfg.eval_images if quick_mode() else 600,
                                n_test=100 if quick_mode() else 1000, recall=True)
         metrics["steps"] = float(step)
         metrics["train_minutes"] = seconds / 60
@@ -529,7 +491,7 @@ def main(argv: Sequence[str] | None = None, entry: str = "mmcore.train_clip") ->
     command = f"{launcher} {shlex.join(argv)}"
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank = _distributed()[0]
+    rank = distributed()[0]
     try:
         result = train_clip(cfg, command=command)
     finally:

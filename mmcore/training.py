@@ -17,11 +17,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 __all__ = [
     "cosine_schedule", "SPEED_MARK", "budget_steps", "TimeBudget", "warmup_for", "decays", "parameter_groups", "autocast", "default_threads", "cpu_threads", "progress_bar",
-    "field_comments", "add_config_arguments", "config_from_args", "print_summary",
+    "distributed", "from_rank0", "field_comments", "add_config_arguments", "config_from_args", "print_summary",
 ]
 
 
@@ -126,6 +127,23 @@ def cpu_threads(n: int) -> Any:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) without a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def from_rank0(*values: float, device: torch.device) -> list[float]:
+    """Process 0's ``values`` on every process: with a time budget each process measures its own clock, but
+    all must stop at the same step and use the same learning rate."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(values)
+    flags = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(flags, src=0)
+    return flags.tolist()
 
 
 def progress_bar(total: int, enabled: bool, desc: str) -> Any:

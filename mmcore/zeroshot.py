@@ -44,6 +44,7 @@ __all__ = [
     "evaluate_zero_shot",
     "text_to_image_recall",
     "phrasing_report",
+    "shapes_report",
 ]
 
 #: Every (shape, colour) class, in table order: the joint zero-shot task has 6 x 8 = 48 classes.
@@ -204,3 +205,21 @@ def phrasing_report(
         return {lang: {phrasing: class_accuracies(image_emb, shapes_classifier(model, tokenizer, lang, CLASSES, [phrasing]),
                                                   attributes)
                        for phrasing in phrasings[lang]} for lang in langs}
+
+
+@torch.no_grad()
+def shapes_report(model: CLIP, tokenizer: Callable[..., Tensor], n_heldout: int = 600, n_test: int = 1000,
+                  seed: int = WATCH_SEED, langs: Sequence[str] = LANGS, recall: bool = True) -> dict[str, float]:
+    """The full Shapes report: held-out zero-shot accuracy (joint / shape / colour) and text -> image recall@1,
+    in each language. Keys like ``"zero_shot_en_joint"``, ``"recall1_bn"``."""
+    size = model.cfg.image_size
+    metrics: dict[str, float] = {}
+    images, attributes = eval_set("heldout", n_heldout, seed, size)
+    for lang in langs:
+        for kind, value in evaluate_zero_shot(model, tokenizer, images, attributes, lang).items():
+            metrics[f"zero_shot_{lang}_{kind}"] = value
+    if recall:
+        images, attributes = eval_set("test", n_test, seed, size)
+        for lang in langs:
+            metrics[f"recall1_{lang}"] = text_to_image_recall(model, tokenizer, images, attributes, lang, ks=(1,))[1]
+    return metrics

@@ -392,7 +392,7 @@ def test_save_and_load_our_checkpoint(tmp_path):
 def test_shapes_tiny_missing_is_a_clear_error(tmp_path, monkeypatch):
     import mmcore.clip
 
-    for name in ("shapes-tiny", "shapes-negclip"):
+    for name in ("shapes-tiny", "shapes-negclip", "shapes-english"):
         monkeypatch.setitem(mmcore.clip.SHIPPED, name, tmp_path / "data" / "checkpoints" / f"{name}.safetensors")
         with pytest.raises(FileNotFoundError, match=f"{name}.safetensors.*make checkpoints"):
             load(name)

@@ -320,7 +320,7 @@ def test_every_model_save_writes_its_kind_and_loaders_refuse_another_kind(tmp_pa
         clip_module.load(judge_module.CHECKPOINT, device="cpu")  # once a raw TypeError about embed_dim
 
 
-@pytest.mark.parametrize("name", ["shapes-tiny", "shapes-negclip", "shapes-vqgan", "shapes-vqgan-nogan", "shapes-dalle", "shapes-unclip",
+@pytest.mark.parametrize("name", ["shapes-tiny", "shapes-negclip", "shapes-english", "shapes-vqgan", "shapes-vqgan-nogan", "shapes-dalle", "shapes-unclip",
                                   "shapes-judge"])
 def test_every_shipped_checkpoint_is_there_with_its_card(name):
     """The floor tests load these files; a missing one must fail the suite, not skip its tests."""

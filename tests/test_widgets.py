@@ -93,6 +93,18 @@ def test_similarity_heatmap_checks_shapes_and_marks_each_column_best():
         plot.similarity_heatmap(torch.eye(3), images[:2], ["a", "b", "c"])
 
 
+def test_distillation_curves_plot_the_loss_and_both_languages():
+    from mmcore.train_distill import DistillHistory
+
+    history = DistillHistory(step=[1, 2, 3], loss=[0.01, 0.004, 0.002], eval_step=[2, 3], zero_shot_target=[0.3, 0.9],
+                             zero_shot_source=[1.0, 1.0])
+    fig = plot.distillation_curves(history, labels={"target": "বাংলা প্রম্পট"})
+    left, right = fig.axes
+    assert list(left.lines[0].get_ydata()) == [0.01, 0.004, 0.002] and left.get_yscale() == "log"
+    assert [list(line.get_ydata()) for line in right.lines] == [[0.3, 0.9], [1.0, 1.0]]
+    assert right.get_legend().get_texts()[0].get_text() == "বাংলা প্রম্পট"
+
+
 def test_training_curves_plot_every_history_entry():
     history = CLIPHistory(step=[1, 2, 3], loss=[3.0, 2.0, 1.5], eval_step=[3], zero_shot=[0.5], zero_shot_bn=[0.4])
     fig = plot.training_curves(history, labels={"loss": "লস"})
