@@ -35,9 +35,11 @@ One vocabulary for every model (``clip``, ``vqgan``, ``dalle``, ``unclip``, ``ju
   attribute combinations, prompts) in :mod:`mmcore.data`; the generators' pre-encoded training data in
   :mod:`mmcore.pools`; what every training command shares (the schedule fitted to a time budget, the CLI builder,
   run cards) in :mod:`mmcore.training`.
-* ``python -m mmcore.train {clip,vqgan,dalle,unclip,judge} [options]`` trains each model (the modules
+* ``python -m mmcore.train {clip,vqgan,dalle,unclip,judge,distill} [options]`` trains each model (the modules
   ``train_clip``, ``train_vqgan``, ``train_dalle``, ``train_unclip``, ``train_judge``, each with a
-  ``<Model>TrainConfig`` whose fields are the options); a lesson's live run calls the training function with its config.
+  ``<Model>TrainConfig`` whose fields are the options, and ``train_distill`` with its ``DistillConfig``: a text tower
+  for a new language, distilled from a frozen teacher and paired with its image tower by
+  ``clip.with_text_tower``); a lesson's live run calls the training function with its config.
 """
 from __future__ import annotations
 

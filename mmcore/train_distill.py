@@ -15,7 +15,7 @@ CLIP, so zero-shot classification and image search work in the new language with
 One step: draw a batch of caption pairs (a pure function of ``seed`` and the step), embed the target (and source)
 captions with the student, compare with the teacher's embeddings of the source captions (computed once, at the
 start), backward, clip, one AdamW step on the cosine schedule. Use it from Python
-(``distill(DistillConfig(max_minutes=3))``) or from the command line (every :class:`DistillConfig` field is an
+(``train_distill(DistillConfig(max_minutes=3))``) or from the command line (every :class:`DistillConfig` field is an
 option)::
 
     python -m mmcore.train distill --max-minutes 3 --out runs/shapes-distilled.safetensors
@@ -47,7 +47,7 @@ from .training import (TimeBudget, add_config_arguments, config_from_args, cosin
 from .weights import sha256_file
 from .zeroshot import eval_set, evaluate_zero_shot, shapes_report
 
-__all__ = ["DistillConfig", "DistillHistory", "DistillResult", "distill_loss", "pair_batch", "distill", "main"]
+__all__ = ["DistillConfig", "DistillHistory", "DistillResult", "distill_loss", "pair_batch", "train_distill", "main"]
 
 
 @dataclass
@@ -142,7 +142,7 @@ def _student(teacher: CLIP, init: str, seed: int) -> TextTransformer:
 # ------------------------------------------------------------------------------------------------- training
 
 
-def distill(cfg: DistillConfig | None = None, teacher: CLIP | None = None, command: str | None = None,
+def train_distill(cfg: DistillConfig | None = None, teacher: CLIP | None = None, command: str | None = None,
             device: str | torch.device | None = None) -> DistillResult:
     """Distil a text tower for ``cfg.target`` from ``teacher`` (default: ``load(cfg.teacher)``) with ``cfg``.
 
@@ -172,14 +172,14 @@ def _distill(cfg: DistillConfig, teacher: CLIP | None, command: str | None,
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
-    command = command or "mmcore.train_distill.distill(" + ", ".join(f"{k}={v!r}" for k, v in asdict(cfg).items()) + ")"
+    command = command or "mmcore.train_distill.train_distill(" + ", ".join(f"{k}={v!r}" for k, v in asdict(cfg).items()) + ")"
 
     loaded, _, tokenizer = load(cfg.teacher, device="cpu")  # and the tokenizer the teacher was trained with
     if teacher is None:  # the card records which file taught the student
         teacher = loaded
         base = {"teacher": cfg.teacher, "sha256": sha256_file(SHIPPED.get(cfg.teacher, Path(cfg.teacher)))}
     else:
-        base = {"teacher": "a model passed to distill()"}
+        base = {"teacher": "a model passed to train_distill()"}
     teacher = teacher.to(device).eval().requires_grad_(False)
 
     pairs = parallel_captions(cfg.pairs, "train", cfg.source, cfg.target, seed=cfg.seed)
@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None, entry: str = "mmcore.train_distill")
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank = distributed()[0]
     try:
-        result = distill(cfg, command=f"{launcher} {shlex.join(argv)}")
+        result = train_distill(cfg, command=f"{launcher} {shlex.join(argv)}")
     finally:
         if world > 1:
             dist.destroy_process_group()

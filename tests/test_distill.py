@@ -20,7 +20,7 @@ import torch
 from conftest import floor_seed, free_port
 from mmcore import clip, data, set_seed
 from mmcore.clip import CLIP, CLIPConfig, TextTransformer, with_text_tower
-from mmcore.train_distill import DistillConfig, distill, distill_loss, pair_batch
+from mmcore.train_distill import DistillConfig, distill_loss, pair_batch, train_distill
 from mmcore.weights import load_checkpoint, sha256_file
 from mmcore.zeroshot import eval_set, evaluate_zero_shot, phrasing_report, text_to_image_recall
 
@@ -120,11 +120,11 @@ def test_pair_batch_is_a_pure_function_of_seed_and_step():
 
 def test_distill_checks_its_settings():
     with pytest.raises(ValueError, match="both 'en'"):
-        distill(replace(FAST, target="en"))
+        train_distill(replace(FAST, target="en"))
     with pytest.raises(ValueError, match="target must be one of"):
-        distill(replace(FAST, target="fr"))
+        train_distill(replace(FAST, target="fr"))
     with pytest.raises(ValueError, match="init must be"):
-        distill(replace(FAST, init="zeros"))
+        train_distill(replace(FAST, init="zeros"))
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -133,7 +133,7 @@ def test_distill_checks_its_settings():
 def test_distill_trains_only_the_student_and_keeps_the_teacher():
     teacher = clip.load("shapes-tiny", device="cpu")[0]
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    result = distill(replace(FAST, steps=4), teacher=teacher, device="cpu")
+    result = train_distill(replace(FAST, steps=4), teacher=teacher, device="cpu")
     for k, v in teacher.state_dict().items():
         assert torch.equal(v, before[k]), k  # the teacher never moves
     student = result.model
@@ -144,7 +144,7 @@ def test_distill_trains_only_the_student_and_keeps_the_teacher():
 
 
 def test_distill_random_init_starts_elsewhere_and_the_loss_falls():
-    result = distill(replace(FAST, init="random", steps=60, batch_size=64, lr=2e-3, warmup_steps=5), device="cpu")
+    result = train_distill(replace(FAST, init="random", steps=60, batch_size=64, lr=2e-3, warmup_steps=5), device="cpu")
     loss = result.history.loss
     assert sum(loss[-10:]) / 10 < 0.5 * sum(loss[:5]) / 5, loss[:5] + loss[-10:]
 
@@ -170,7 +170,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, cfg: DistillConfig) 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        result = distill(cfg, device="cpu")
+        result = train_distill(cfg, device="cpu")
         if rank == 0:
             state = {k: v.tolist() for k, v in result.model.state_dict().items() if k in ("text.proj", "text.pos_embed")}
             Path(out).write_text(json.dumps({"loss": result.history.loss, "state": state}))
@@ -183,7 +183,7 @@ def test_two_process_ddp_matches_one_process():
     """2 CPU processes (gloo), 8 pairs each, give the same losses and weights as one process with 16 pairs."""
     import torch.multiprocessing as mp
 
-    single = distill(FAST, device="cpu")
+    single = train_distill(FAST, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "ddp.json")
         mp.spawn(_ddp_worker, args=(2, free_port(), out, FAST), nprocs=2, join=True)
@@ -241,7 +241,7 @@ def test_a_short_distillation_teaches_the_teacher_bengali(english):
     300 pictures leave room (the Wilson lower bound of 300/300 is 98.7 %)."""
     model, _, tokenizer = english
     seed = FLOOR_SEED - 2026
-    result = distill(DistillConfig(steps=150, seed=seed, eval_every=0, final_eval=False, progress=False, threads=1),
+    result = train_distill(DistillConfig(steps=150, seed=seed, eval_every=0, final_eval=False, progress=False, threads=1),
                      teacher=model, device="cpu")
     images, attributes = eval_set("heldout", 300, FLOOR_SEED)
     student = result.model
