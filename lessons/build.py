@@ -23,6 +23,7 @@ import argparse
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -320,7 +321,9 @@ def build(kind: str, stem: str, run: bool) -> list[Path]:
         nb = to_notebook(cells, lang, kind, stem, repo)
         if run:
             print(f"executing {target.relative_to(ROOT)} ...", flush=True)
+            start = time.perf_counter()
             execute(nb, target.parent)
+            print(f"executed {target.relative_to(ROOT)} in {time.perf_counter() - start:.0f} s", flush=True)
         elif not keep_outputs(nb, target):
             print(f"{target.relative_to(ROOT)}: code changed, outputs dropped: run with --execute", flush=True)
         nbformat.write(clean(nb), target)

@@ -41,6 +41,7 @@ __all__ = [
     "shuffle_words",
     "binding_pairs",
     "relation_pairs",
+    "pair_attributes",
     "word_order_pairs",
     "negation_pairs",
     "counting_pairs",
@@ -122,10 +123,24 @@ def _check_lang(lang: str) -> None:
 def _two_object_pictures(n: int, split: str, seed: int) -> tuple[list[Image.Image], list[dict[str, str]]]:
     """``n`` two-object Shapes pictures whose objects differ in colour (a colour swap must change the caption)."""
     data = ShapesDataset(split, n=4 * n, image_size=32, seed=seed, relation=True)
-    keep = [i for i, a in enumerate(data.attributes) if a["color"] != a["color2"]][:n]
-    if len(keep) < n:
-        raise ValueError(f"could not find {n} two-colour pictures in {4 * n} draws; ask for fewer")
+    keep = _two_colour(data.attributes, n)
     return [data[i][0] for i in keep], [data.attributes[i] for i in keep]
+
+
+def _two_colour(attributes: list[dict[str, str]], n: int) -> list[int]:
+    """The first ``n`` of ``attributes`` (4 n two-object draws) whose objects differ in colour."""
+    keep = [i for i, a in enumerate(attributes) if a["color"] != a["color2"]][:n]
+    if len(keep) < n:
+        raise ValueError(f"could not find {n} two-colour pictures in {len(attributes)} draws; ask for fewer")
+    return keep
+
+
+def pair_attributes(n: int = 400, split: str = "test", seed: int = 0) -> list[dict[str, str]]:
+    """The attributes of the ``n`` two-object pictures that :func:`binding_pairs`, :func:`relation_pairs` and
+    :func:`word_order_pairs` draw with the same arguments (shape, colour, ``relation``, ... of each picture, in the same
+    order): to split a test's results by relation, colour or shape."""
+    data = ShapesDataset(split, n=4 * n, image_size=32, seed=seed, relation=True)  # attributes only: nothing is drawn
+    return [data.attributes[i] for i in _two_colour(data.attributes, n)]
 
 
 def binding_pairs(n: int = 400, lang: str = "en", split: str = "test", seed: int = 0,

@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 import textwrap
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
 from matplotlib import font_manager
+from matplotlib.figure import Figure
+
+from .lang import check_lang
 
 # Tried in order for every character: the first font that has a glyph draws it.
 LATIN_FONTS = ["DejaVu Sans"]
@@ -73,12 +76,71 @@ def setup_notebook(figure_format: str = "jpeg") -> str | None:
     lighter (pass ``figure_format="png"`` for pixel-exact figures). Returns the Bengali font in use (or None).
     """
     try:
+        from IPython import get_ipython
         from matplotlib_inline.backend_inline import set_matplotlib_formats
 
         set_matplotlib_formats(figure_format, **({"pil_kwargs": {"quality": 88}} if figure_format == "jpeg" else {}))
+        shell = get_ipython()
+        if shell is not None:
+            _describe_figures(shell, f"image/{figure_format}")
     except ImportError:  # not in IPython: figures are saved or shown by the caller
         pass
     return setup_fonts()
+
+
+def _describe_figures(shell: Any, mime: str) -> None:
+    """Every figure the notebook shows carries alt text (the ``alt`` key of its output metadata, which nbconvert,
+    the course website and screen readers use) in the notebook's language: the ``LANG`` of its parameters cell."""
+    formatter = shell.display_formatter.formatters[mime]
+    draw = formatter.lookup_by_type(Figure)  # the inline backend's own printer for this format
+    if getattr(draw, "describes", False):
+        return  # already installed (setup_notebook ran twice)
+
+    def draw_with_alt(fig: Figure) -> tuple[Any, dict[str, str]]:
+        lang = shell.user_ns.get("LANG")
+        return draw(fig), {"alt": alt_text(fig, lang if lang in ("en", "bn") else "en")}
+
+    draw_with_alt.describes = True  # type: ignore[attr-defined]
+    formatter.for_type(Figure, draw_with_alt)
+
+
+_ALT = {  # the words of a figure's alt text, in each language
+    "en": {"figure": "Figure", "pictures": "{n} pictures", "picture": "one picture", "titled": "titled", "plot": "a plot of {y} against {x}",
+           "lines": "lines", "diagram": "Diagram", "stop": ". "},
+    "bn": {"figure": "চিত্র", "pictures": "{n}টি ছবি", "picture": "একটি ছবি", "titled": "শিরোনাম", "plot": "{x} অনুযায়ী {y} (লেখচিত্র)",
+           "lines": "রেখা", "diagram": "নকশা", "stop": "। "},
+}
+
+
+def alt_text(fig: Figure, lang: str = "en") -> str:
+    """A short description of ``fig`` for people who cannot see it, built from what the figure itself says (its
+    titles, axis labels and legends, already in the notebook's language) and a few words in ``lang``: how many
+    pictures a grid shows and their titles, what each plot plots against what, a diagram's title."""
+    words = _ALT[check_lang(lang)]
+    clean = lambda text: " ".join(str(text).split())  # titles may hold line breaks
+    parts = [clean(fig.get_suptitle())] if fig.get_suptitle() else []
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    pictures = [ax for ax in axes if ax.images and not ax.lines]
+    plots = [ax for ax in axes if ax.lines or ax.collections or (ax.patches and ax.axison)]
+    if pictures:
+        titles = [clean(ax.get_title()) for ax in pictures if ax.get_title()]
+        picture_part = words["pictures"].format(n=len(pictures)) if len(pictures) > 1 else words["picture"]
+        parts.append(picture_part + (f", {words['titled']}: " + "; ".join(titles) if titles else ""))
+    for ax in plots:
+        if ax in pictures:
+            continue
+        x, y = clean(ax.get_xlabel()), clean(ax.get_ylabel())
+        part = words["plot"].format(x=x, y=y) if x and y else clean(ax.get_title())
+        legend = ax.get_legend()
+        if legend is not None:
+            part += f" ({words['lines']}: " + "; ".join(clean(t.get_text()) for t in legend.get_texts()) + ")"
+        if part:
+            parts.append(part)
+    if not pictures and not plots:  # a diagram drawn with text and patches (mmcore.diagrams) on hidden axes
+        texts = [clean(t.get_text()) for ax in axes for t in ax.texts if t.get_text().strip()]
+        if texts:
+            return f"{words['diagram']}: {texts[0]}"
+    return f"{words['figure']}: " + words["stop"].join(p for p in parts if p) if parts else words["figure"]
 
 
 def image_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int = 8,

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from conftest import floor_seed
-from mmcore import clip
+from mmcore import clip, compositional
 from mmcore.clip import CLIP, CLIPConfig, normalize_pixels
 from mmcore.compositional import (binding_pairs, counting_pairs, negation_pairs, pairwise_scores, pairwise_test,
                                   relation_pairs, shuffle_words, typographic_pairs, wilson_interval, word_order_pairs,
                                   write_word)
-from mmcore.data import render
+from mmcore.data import RELATIONS, render
 from mmcore.images import to_tensor
 from mmcore.tokenizer import BPETokenizer
 
@@ -142,3 +142,14 @@ def test_shipped_shapes_negclip_binds_colours_and_reads_relations_and_still_clas
         assert binding.rate >= NEGCLIP_FLOOR["binding"] and relation.rate >= NEGCLIP_FLOOR["relation"], (binding, relation)
         assert order.rate >= NEGCLIP_FLOOR["word order"], order
         assert joint >= NEGCLIP_FLOOR["zero-shot"], joint
+
+
+def test_pair_attributes_describe_the_pictures_of_the_pair_tests():
+    """pair_attributes(n) are the attributes of exactly the pictures binding/relation/word-order pairs draw."""
+    from mmcore.data import caption, RELATION_TEMPLATES
+
+    attributes = compositional.pair_attributes(30, seed=3)
+    _, true, false = compositional.relation_pairs(30, "bn", seed=3)
+    assert [caption(a, "bn", RELATION_TEMPLATES["bn"][0]) for a in attributes] == true
+    assert all(a["color"] != a["color2"] for a in attributes) and len(attributes) == 30
+    assert {a["relation"] for a in compositional.pair_attributes(200)} == set(RELATIONS)

@@ -112,6 +112,20 @@ def test_notebook_is_clean_small_and_ran_without_errors(path):
     assert set(nb["metadata"]) <= {"kernelspec", "language_info"}
 
 
+@pytest.mark.parametrize("path", ALL, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}/{p.name}")
+def test_every_figure_has_alt_text_in_the_notebook_language(path):
+    """Each figure output carries an ``alt`` description (mmcore.plot.setup_notebook installs it) in the notebook's
+    language: what a screen reader reads, and what the course website puts into the image's alt attribute."""
+    lang = path.parent.name
+    for cell in load(path)["cells"]:
+        for out in cell.get("outputs", []):
+            for mime in (m for m in out.get("data", {}) if m.startswith("image/")):
+                alt = out.get("metadata", {}).get(mime, {}).get("alt", "")
+                assert alt, f"{path.name}: a figure without alt text (cell {cell.get('id')})"
+                opening = alt.split(":")[0]
+                assert opening in (("Figure", "Diagram") if lang == "en" else ("চিত্র", "নকশা")), (path.name, alt[:80])
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_bengali_prose_is_really_bengali(kind):
     for name, path in notebooks(kind, "bn").items():

@@ -3,6 +3,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 import torch.nn.functional as F
@@ -103,6 +104,44 @@ def test_distillation_curves_plot_the_loss_and_both_languages():
     assert list(left.lines[0].get_ydata()) == [0.01, 0.004, 0.002] and left.get_yscale() == "log"
     assert [list(line.get_ydata()) for line in right.lines] == [[0.3, 0.9], [1.0, 1.0]]
     assert right.get_legend().get_texts()[0].get_text() == "বাংলা প্রম্পট"
+
+
+def test_alt_text_describes_what_a_figure_shows_in_the_asked_language():
+    from mmcore import diagrams, data
+    from mmcore.train_distill import DistillHistory
+
+    pictures = [image for image, _ in data.ShapesDataset("test", n=3, seed=1)]
+    grid = plot.image_grid(pictures, titles=["a red\ncircle", "b", "c"], suptitle="three shapes")
+    assert plot.alt_text(grid, "en") == "Figure: three shapes. 3 pictures, titled: a red circle; b; c"
+    assert plot.alt_text(grid, "bn") == "চিত্র: three shapes। 3টি ছবি, শিরোনাম: a red circle; b; c"
+    history = DistillHistory(step=[1, 2], loss=[0.1, 0.01], eval_step=[2], zero_shot_target=[0.5], zero_shot_source=[1.0])
+    curves = plot.distillation_curves(history, labels={"step": "ধাপ", "loss": "লস", "accuracy": "নির্ভুলতা",
+                                                       "target": "বাংলা", "source": "ইংরেজি"})
+    assert plot.alt_text(curves, "bn") == ("চিত্র: ধাপ অনুযায়ী লস (লেখচিত্র)। ধাপ অনুযায়ী নির্ভুলতা (লেখচিত্র) "
+                                          "(রেখা: বাংলা; ইংরেজি)")
+    assert plot.alt_text(diagrams.distillation("en"), "en").startswith("Diagram: Distillation: a student text tower")
+    with pytest.raises(ValueError, match="'en' or 'bn'"):
+        plot.alt_text(grid, "de")
+    plt.close("all")
+
+
+def test_setup_notebook_gives_every_figure_alt_text_in_the_notebook_language():
+    """In a real IPython shell, a displayed figure's output metadata holds its alt text, in the language of the
+    notebook's LANG."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        plot.setup_notebook()
+        plot.setup_notebook()  # twice is harmless
+        fig = plot.image_grid([torch.rand(3, 8, 8)], titles=["x"])
+        for lang, opening in (("bn", "চিত্র: একটি ছবি"), ("en", "Figure: one picture")):
+            shell.user_ns["LANG"] = lang
+            data, metadata = shell.display_formatter.format(fig)
+            assert "image/jpeg" in data and metadata["image/jpeg"]["alt"].startswith(opening)
+    finally:
+        InteractiveShell.clear_instance()
+        plt.close("all")
 
 
 def test_training_curves_plot_every_history_entry():
