@@ -300,8 +300,8 @@ def test_every_lesson_renders_in_jupyterlab(tab, lang):
         path = file.relative_to(ROOT).as_posix()
         tab.open(path)
         check_notebook(tab, path)
+        tab.screenshot(f"{lang}-{file.stem}")  # the lesson as a student first sees it (before closing it)
         tab.close_notebook()
-        tab.screenshot(f"{lang}-{file.stem}")
     assert not tab.errors, "\n".join(tab.errors)
     assert {urllib.parse.urlsplit(url).hostname for url in tab.external} <= BADGE_HOSTS, tab.external
 
