@@ -553,3 +553,19 @@ def test_explain(oa, course):
     assert "প্রি-টোকেন" in as_html and "Pre-token" not in as_html and "tokenizer" not in as_html
     with pytest.raises(ValueError, match="'en' or 'bn'"):
         course.explain("x", lang="fr")
+
+
+def test_bengali_pays_no_token_tax_with_the_course_tokenizer():
+    """Tokens per caption, Bengali / English, over the 2,688 parallel captions (README's speed table, lesson 08):
+    measured 0.74x with the course BPE (issue 11's bound: <= 1.3x) and 6.05x with OpenAI's vocabulary."""
+    from mmcore.data import parallel_captions
+
+    pairs = parallel_captions()
+
+    def ratio(tokenizer):
+        english = sum(len(tokenizer.encode(en)) for en, _ in pairs)
+        return sum(len(tokenizer.encode(bn)) for _, bn in pairs) / english
+
+    course, openai = ratio(BPETokenizer.course()), ratio(BPETokenizer.openai())
+    assert course == pytest.approx(0.74, abs=0.01) and course <= 1.3
+    assert openai == pytest.approx(6.05, abs=0.01) and openai >= 4
