@@ -8,7 +8,9 @@
    fails the build. Notebooks are never executed.
 3. Check every relative link and image of the built HTML (:func:`check_internal_links`): the target file exists and,
    for ``page.html#anchor``, the anchor does too. External links are not checked (no internet where CI runs).
-4. Print the site's size and how long the build took.
+4. Give every figure of a notebook its alt text (:func:`add_alt_text`): the ``alt`` the lesson stored with the figure,
+   in the page's language, where the HTML would otherwise carry the image's file name.
+5. Print the site's size and how long the build took.
 
 Standard library only until Sphinx is called, so that the tests can import the staging and link-checking functions
 from the course's own environment.
@@ -16,8 +18,12 @@ from the course's own environment.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import html
 import html.parser
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -183,6 +189,44 @@ def check_internal_links(out: Path) -> list[str]:
     return broken
 
 
+def figure_alt_texts(src: Path) -> dict[str, str]:
+    """SHA-256 of each figure's bytes (the name Sphinx's notebook builder gives its image file) -> the ``alt`` text the
+    notebook stored with it (:func:`mmcore.plot.setup_notebook`), over every staged notebook."""
+    found: dict[str, str] = {}
+    for notebook in src.rglob("*.ipynb"):
+        for cell in json.loads(notebook.read_text(encoding="utf-8")).get("cells", []):
+            for output in cell.get("outputs", []):
+                for mime, data in output.get("data", {}).items():
+                    alt = output.get("metadata", {}).get(mime, {}).get("alt")
+                    if mime.startswith("image/") and alt and mime != "image/svg+xml":
+                        raw = base64.b64decode(data if isinstance(data, str) else "".join(data))
+                        found[hashlib.sha256(raw).hexdigest()] = alt
+    return found
+
+
+_IMG_ALT = re.compile(r'(<img\b[^>]*?\balt=")[^"]*?_images/([0-9a-f]{64})\.\w+(")')
+
+
+def add_alt_text(out: Path, alts: dict[str, str]) -> int:
+    """Put each figure's alt text where the built HTML has its file name; returns how many images got one."""
+    count = 0
+
+    def replace(match: re.Match) -> str:
+        nonlocal count
+        alt = alts.get(match.group(2))
+        if alt is None:
+            return match.group(0)
+        count += 1
+        return f"{match.group(1)}{html.escape(alt, quote=True)}{match.group(3)}"
+
+    for page in out.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        new = _IMG_ALT.sub(replace, text)
+        if new != text:
+            page.write_text(new, encoding="utf-8")
+    return count
+
+
 def folder_size(path: Path) -> int:
     """Bytes of every file under ``path``."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -197,6 +241,7 @@ def build(out: Path, src: Path, jobs: str = "1") -> dict:
     command = [sys.executable, "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-q", "-j", jobs, "-c", str(SITE),
                "-d", str(src.parent / (src.name + "-doctrees")), str(src), str(out)]
     subprocess.run(command, check=True, env=dict(os.environ, PYTHONHASHSEED="0"))
+    add_alt_text(out, figure_alt_texts(src))
     broken = check_internal_links(out)
     return {"seconds": time.perf_counter() - start, "bytes": folder_size(out),
             "pages": len(list(out.rglob("*.html"))), "broken": broken}

@@ -130,6 +130,18 @@ def test_make_site_builds_every_page_with_its_language_switch(built_site):
 
 
 @pytest.mark.slow
+def test_every_figure_on_the_site_has_its_alt_text(built_site):
+    """The notebooks' figures keep the alt text the lesson stored (in the page's language), not a file name."""
+    for path in ("lessons/bn/08-teach-clip-bengali.html", "lessons/en/01-clip-zero-shot.html"):
+        page = (built_site / path).read_text(encoding="utf-8")
+        alts = [unescape(a) for a in re.findall(r'<img [^>]*?alt="([^"]*)"[^>]*src="\.\./\.\./_images/', page)]
+        alts += [unescape(a) for a in re.findall(r'<img [^>]*?src="\.\./\.\./_images/[^"]*"[^>]*alt="([^"]*)"', page)]
+        assert alts and not [a for a in alts if "_images/" in a], path
+        opening = ("চিত্র", "নকশা") if "/bn/" in path else ("Figure", "Diagram")
+        assert all(a.startswith(opening) for a in alts), (path, alts[:3])
+
+
+@pytest.mark.slow
 def test_the_site_shows_the_committed_outputs(built_site):
     for path in ("lessons/bn/01-clip-zero-shot.ipynb", "lessons/en/03-vqgan.ipynb"):
         notebook = json.loads((ROOT / path).read_text(encoding="utf-8"))
