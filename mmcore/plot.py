@@ -223,28 +223,39 @@ def similarity_heatmap(similarity, images: Sequence, texts: Sequence[str], title
     return fig
 
 
-def training_curves(history, labels: dict[str, str] | None = None, dpi: int = 72):
-    """Loss per step and held-out zero-shot accuracy per evaluation of a :class:`mmcore.train_clip.CLIPHistory`.
-
-    ``labels`` overrides the axis texts (keys: loss, accuracy, step, english, bengali), e.g. in Bengali.
-    """
+def _loss_and_accuracy(history, text: dict[str, str], lines: list[tuple[list, str, str]], log_loss: bool = False,
+                       top: float = 1.0, dpi: int = 72):
+    """Two panels: ``history.loss`` per ``history.step`` (log scale if ``log_loss``), and each accuracy series of
+    ``lines`` ``(values, style, label)`` per ``history.eval_step``; axis texts from ``text``."""
     setup_fonts()
-    text = {"loss": "loss", "accuracy": "held-out zero-shot accuracy", "step": "step",
-            "english": "English prompts", "bengali": "Bengali prompts", **(labels or {})}
     fig, (left, right) = plt.subplots(1, 2, figsize=(8, 2.8), dpi=dpi)
     left.plot(history.step, history.loss, linewidth=0.8)
+    if log_loss:
+        left.set_yscale("log")
     left.set_xlabel(text["step"])
     left.set_ylabel(text["loss"])
     if history.eval_step:
-        right.plot(history.eval_step, history.zero_shot, "o-", label=text["english"])
-        if history.zero_shot_bn:
-            right.plot(history.eval_step, history.zero_shot_bn, "s-", label=text["bengali"])
-        right.set_ylim(0, 1)
+        for values, style, label in lines:
+            right.plot(history.eval_step, values, style, label=label)
+        right.set_ylim(0, top)
         right.legend(fontsize=8)
     right.set_xlabel(text["step"])
     right.set_ylabel(text["accuracy"])
     fig.tight_layout()
     return fig
+
+
+def training_curves(history, labels: dict[str, str] | None = None, dpi: int = 72):
+    """Loss per step and held-out zero-shot accuracy per evaluation of a :class:`mmcore.train_clip.CLIPHistory`.
+
+    ``labels`` overrides the axis texts (keys: loss, accuracy, step, english, bengali), e.g. in Bengali.
+    """
+    text = {"loss": "loss", "accuracy": "held-out zero-shot accuracy", "step": "step",
+            "english": "English prompts", "bengali": "Bengali prompts", **(labels or {})}
+    lines = [(history.zero_shot, "o-", text["english"])]
+    if history.zero_shot_bn:
+        lines.append((history.zero_shot_bn, "s-", text["bengali"]))
+    return _loss_and_accuracy(history, text, lines, dpi=dpi)
 
 
 def distillation_curves(history, labels: dict[str, str] | None = None, dpi: int = 72):
@@ -253,23 +264,10 @@ def distillation_curves(history, labels: dict[str, str] | None = None, dpi: int 
 
     ``labels`` overrides the axis texts (keys: loss, accuracy, step, target, source), e.g. in Bengali.
     """
-    setup_fonts()
     text = {"loss": "distillation loss (MSE)", "accuracy": "held-out zero-shot accuracy", "step": "step",
             "target": "prompts in the new language", "source": "prompts in the teacher's language", **(labels or {})}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 2.8), dpi=dpi)
-    left.plot(history.step, history.loss, linewidth=0.8)
-    left.set_yscale("log")
-    left.set_xlabel(text["step"])
-    left.set_ylabel(text["loss"])
-    if history.eval_step:
-        right.plot(history.eval_step, history.zero_shot_target, "s-", label=text["target"])
-        right.plot(history.eval_step, history.zero_shot_source, "o--", label=text["source"])
-        right.set_ylim(0, 1.02)
-        right.legend(fontsize=8)
-    right.set_xlabel(text["step"])
-    right.set_ylabel(text["accuracy"])
-    fig.tight_layout()
-    return fig
+    lines = [(history.zero_shot_target, "s-", text["target"]), (history.zero_shot_source, "o--", text["source"])]
+    return _loss_and_accuracy(history, text, lines, log_loss=True, top=1.02, dpi=dpi)
 
 
 def _series(history, key: str) -> list:

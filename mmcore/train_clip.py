@@ -36,25 +36,23 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shlex
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from . import get_device, quick_mode, set_seed
+from . import quick_mode, set_seed
 from .clip import CLIP, CLIPConfig, clip_loss
 from .data import (BASE_TEMPLATES, LANGS, RELATION_TEMPLATES, TRAIN_TEMPLATES, WATCH_SEED, caption, frame_caption,
                    hard_negative, render, sample_attributes)
 from .images import normalize, to_tensor
 from .tokenizer import BPETokenizer
-from .training import (TimeBudget, add_config_arguments, autocast, config_from_args, cosine_schedule, cpu_threads,
-                       default_threads, distributed, from_rank0, parameter_groups, print_summary, progress_bar,
-                       run_card, warmup_for)
+from .training import (TimeBudget, add_config_arguments, autocast, config_from_args, cpu_threads, default_threads,
+                       distributed, parameter_groups, process_device, progress_bar, run_card, run_command)
 from .weights import load_checkpoint, resolve_checkpoint, sha256_file
 from .zeroshot import eval_set, evaluate_zero_shot, shapes_report
 
@@ -357,10 +355,7 @@ def _train_clip(cfg: CLIPTrainConfig, model: CLIP | None, command: str | None,
     rank, world = distributed()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
-    device = torch.device(device) if device is not None else get_device()
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-        torch.cuda.set_device(device)
+    device = process_device(device, rank, world)
     command = command or "mmcore.train_clip.train_clip(" + ", ".join(f"{k}={v!r}" for k, v in asdict(cfg).items()) + ")"
 
     tokenizer = BPETokenizer.course()
@@ -411,16 +406,12 @@ def _train_clip(cfg: CLIPTrainConfig, model: CLIP | None, command: str | None,
             values.append(evaluate_zero_shot(model, tokenizer, images, attributes, lang)["joint"])
 
     while step < cfg.steps:
-        planned = clock.plan(step)
-        if clock.budget is not None:  # every process follows process 0's clock: all stop at the same step
-            over, agreed = from_rank0(float(planned is None), planned or 0, device=device)
-            planned = int(agreed)
-            if over:
-                break
-            if bar is not None:
-                bar.total = planned - start_step
-        warmup = warmup_for(planned, cfg.warmup_steps) if clock.budget is not None else cfg.warmup_steps  # short runs: short warm-up
-        lr = cfg.lr * cosine_schedule(step, planned, warmup, cfg.min_lr_ratio)
+        planned = clock.agreed_plan(step, device)  # every process follows process 0's clock
+        if planned is None:
+            break
+        if bar is not None and clock.budget is not None:
+            bar.total = planned - start_step
+        lr = cfg.lr * clock.lr_factor(step, planned, cfg.warmup_steps, cfg.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
@@ -486,19 +477,7 @@ def main(argv: Sequence[str] | None = None, entry: str = "mmcore.train_clip") ->
     trains with DDP."""
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = config_from_args(CLIPTrainConfig, vars(_parser(entry).parse_args(argv)))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    launcher = f"torchrun --nproc_per_node={world} -m {entry}" if world > 1 else f"python -m {entry}"
-    command = f"{launcher} {shlex.join(argv)}"
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank = distributed()[0]
-    try:
-        result = train_clip(cfg, command=command)
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
-    print_summary(result.metrics if rank == 0 else None, result.path)
-    return result
+    return run_command(entry, argv, cfg, train_clip)
 
 
 if __name__ == "__main__":

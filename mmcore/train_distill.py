@@ -25,27 +25,24 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import random
-import shlex
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import get_device, quick_mode, set_seed
+from . import quick_mode, set_seed
 from .clip import CLIP, SHIPPED, TextTransformer, load, with_text_tower
 from .data import LANGS, WATCH_SEED, parallel_captions
-from .training import (TimeBudget, add_config_arguments, config_from_args, cosine_schedule, cpu_threads,
-                       default_threads, distributed, from_rank0, parameter_groups, print_summary, progress_bar,
-                       run_card, warmup_for)
+from .training import (TimeBudget, add_config_arguments, config_from_args, cpu_threads, default_threads, distributed,
+                       parameter_groups, process_device, progress_bar, run_card, run_command)
 from .weights import sha256_file
-from .zeroshot import eval_set, evaluate_zero_shot, shapes_report
+from .zeroshot import class_accuracies, eval_set, shapes_classifier, shapes_report
 
 __all__ = ["DistillConfig", "DistillHistory", "DistillResult", "distill_loss", "pair_batch", "train_distill", "main"]
 
@@ -168,10 +165,7 @@ def _distill(cfg: DistillConfig, teacher: CLIP | None, command: str | None,
     rank, world = distributed()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
-    device = torch.device(device) if device is not None else get_device()
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-        torch.cuda.set_device(device)
+    device = process_device(device, rank, world)
     command = command or "mmcore.train_distill.train_distill(" + ", ".join(f"{k}={v!r}" for k, v in asdict(cfg).items()) + ")"
 
     loaded, _, tokenizer = load(cfg.teacher, device="cpu")  # and the tokenizer the teacher was trained with
@@ -195,30 +189,29 @@ def _distill(cfg: DistillConfig, teacher: CLIP | None, command: str | None,
         net = nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
 
     history = DistillHistory()
-    eval_images = eval_set("heldout", cfg.eval_images, WATCH_SEED, teacher.cfg.image_size) if rank == 0 else None
+    if rank == 0:  # the held-out pictures the loop watches, through the teacher's image tower: (N, E)
+        eval_images, eval_attributes = eval_set("heldout", cfg.eval_images, WATCH_SEED, teacher.cfg.image_size)
+        with torch.no_grad():
+            eval_embeddings = teacher.encode_image(eval_images.to(device), normalize=True)
     local = cfg.batch_size // world
     bar = progress_bar(cfg.steps, cfg.progress and rank == 0, f"distil {cfg.source}->{cfg.target}")
     clock = TimeBudget(cfg.max_minutes, cfg.steps)
     step = 0
 
-    def run_eval() -> None:
-        images, attributes = eval_images
+    def run_eval() -> None:  # the image tower is the frozen teacher's: its embeddings are computed once (above)
         paired = with_text_tower(teacher, student)
         history.eval_step.append(step)
         for lang, values in ((cfg.target, history.zero_shot_target), (cfg.source, history.zero_shot_source)):
-            values.append(evaluate_zero_shot(paired, tokenizer, images, attributes, lang)["joint"])
+            classes = shapes_classifier(paired, tokenizer, lang)  # (E, 48)
+            values.append(class_accuracies(eval_embeddings, classes, eval_attributes)["joint"])
 
     while step < cfg.steps:
-        planned = clock.plan(step)
-        if clock.budget is not None:  # every process follows process 0's clock: all stop at the same step
-            over, agreed = from_rank0(float(planned is None), planned or 0, device=device)
-            planned = int(agreed)
-            if over:
-                break
-            if bar is not None:
-                bar.total = planned
-        warmup = warmup_for(planned, cfg.warmup_steps) if clock.budget is not None else cfg.warmup_steps
-        lr = cfg.lr * cosine_schedule(step, planned, warmup, cfg.min_lr_ratio)
+        planned = clock.agreed_plan(step, device)  # every process follows process 0's clock
+        if planned is None:
+            break
+        if bar is not None and clock.budget is not None:
+            bar.total = planned
+        lr = cfg.lr * clock.lr_factor(step, planned, cfg.warmup_steps, cfg.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
@@ -287,18 +280,7 @@ def main(argv: Sequence[str] | None = None, entry: str = "mmcore.train_distill")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog=f"python -m {entry}", description=__doc__.split("\n\n")[0])
     cfg = config_from_args(DistillConfig, vars(add_config_arguments(parser, DistillConfig, _OPTIONAL_TYPES).parse_args(argv)))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    launcher = f"torchrun --nproc_per_node={world} -m {entry}" if world > 1 else f"python -m {entry}"
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank = distributed()[0]
-    try:
-        result = train_distill(cfg, command=f"{launcher} {shlex.join(argv)}")
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
-    print_summary(result.metrics if rank == 0 else None, result.path)
-    return result
+    return run_command(entry, argv, cfg, train_distill)
 
 
 if __name__ == "__main__":

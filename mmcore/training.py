@@ -11,6 +11,7 @@ import inspect
 import math
 import os
 import re
+import shlex
 import time
 from dataclasses import fields
 from datetime import datetime, timezone
@@ -20,9 +21,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from . import get_device
+
 __all__ = [
     "cosine_schedule", "SPEED_MARK", "budget_steps", "TimeBudget", "warmup_for", "decays", "parameter_groups", "autocast", "default_threads", "cpu_threads", "progress_bar",
-    "distributed", "from_rank0", "field_comments", "add_config_arguments", "config_from_args", "print_summary",
+    "distributed", "from_rank0", "process_device", "run_command", "field_comments", "add_config_arguments", "config_from_args", "print_summary",
 ]
 
 
@@ -82,6 +85,21 @@ class TimeBudget:
         if self.mark is None and step - self.start_step >= SPEED_MARK:
             self.mark = (step, elapsed)
         return budget_steps(step, elapsed, self.budget, self.max_steps, self.mark)
+
+    def agreed_plan(self, step: int, device: torch.device) -> int | None:
+        """:meth:`plan` as process 0 sees it, on every DDP process (each measures its own clock, but all must stop at
+        the same step and use the same learning rate); None once the budget is spent."""
+        planned = self.plan(step)
+        if self.budget is None:
+            return planned
+        over, agreed = from_rank0(float(planned is None), planned or 0, device=device)
+        return None if over else int(agreed)
+
+    def lr_factor(self, step: int, planned: int, warmup_steps: int, min_ratio: float) -> float:
+        """The learning-rate multiplier at ``step`` of a ``planned``-step cosine schedule; with a budget the warm-up
+        is at most a fifth of the planned run (:func:`warmup_for`: short runs, short warm-up)."""
+        warmup = warmup_for(planned, warmup_steps) if self.budget is not None else warmup_steps
+        return cosine_schedule(step, planned, warmup, min_ratio)
 
 
 def warmup_for(planned: int, warmup_steps: int) -> int:
@@ -144,6 +162,34 @@ def from_rank0(*values: float, device: torch.device) -> list[float]:
     flags = torch.tensor(values, dtype=torch.float64, device=device)
     dist.broadcast(flags, src=0)
     return flags.tolist()
+
+
+def process_device(device: str | torch.device | None, rank: int, world: int) -> torch.device:
+    """The device this process trains on: ``device`` (default :func:`mmcore.get_device`); under DDP on CUDA, the
+    GPU of this process's ``LOCAL_RANK``."""
+    device = torch.device(device) if device is not None else get_device()
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    return device
+
+
+def run_command(entry: str, argv: list[str], config: Any, train: Any) -> Any:
+    """What every training command's ``main`` does once its options are parsed into ``config``: under ``torchrun``
+    (``WORLD_SIZE`` > 1) start and end the process group around ``train(config, command=...)``; the command recorded
+    in the card is the one as typed; process 0 prints the summary. Returns ``train``'s result."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = f"torchrun --nproc_per_node={world} -m {entry}" if world > 1 else f"python -m {entry}"
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = distributed()[0]
+    try:
+        result = train(config, command=f"{launcher} {shlex.join(argv)}")
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+    print_summary(result.metrics if rank == 0 else None, result.path)
+    return result
 
 
 def progress_bar(total: int, enabled: bool, desc: str) -> Any:

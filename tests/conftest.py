@@ -33,3 +33,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def ddp_worker(rank: int, world: int, port: int, out: str, train, cfg, keys: tuple[str, ...]) -> None:
+    """One process of a 2-process DDP test (``torch.multiprocessing.spawn``): join a gloo group on 127.0.0.1, run
+    ``train(cfg, device="cpu")``, and on rank 0 write its loss history and the weights named ``keys`` to ``out``
+    (JSON), for comparison with a one-process run."""
+    import json
+    from pathlib import Path
+
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        result = train(cfg, device="cpu")
+        if rank == 0:
+            state = {k: v.tolist() for k, v in result.model.state_dict().items() if k in keys}
+            Path(out).write_text(json.dumps({"loss": result.history.loss, "state": state}))
+    finally:
+        dist.destroy_process_group()

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import floor_seed, free_port
+from conftest import ddp_worker, floor_seed, free_port
 from mmcore import clip, data, set_seed
-from mmcore.clip import CLIP, CLIPConfig, TextTransformer, with_text_tower
+from mmcore.clip import CLIP, CLIPConfig, with_text_tower
 from mmcore.train_distill import DistillConfig, distill_loss, pair_batch, train_distill
-from mmcore.weights import load_checkpoint, sha256_file
+from mmcore.weights import sha256_file
 from mmcore.zeroshot import eval_set, evaluate_zero_shot, phrasing_report, text_to_image_recall
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,20 +164,6 @@ def test_command_writes_a_checkpoint_that_clip_load_reads(tmp_path):
     assert model.encode_text(tokenizer(["একটি লাল বৃত্ত"])).shape == (1, model.cfg.embed_dim)
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str, cfg: DistillConfig) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        result = train_distill(cfg, device="cpu")
-        if rank == 0:
-            state = {k: v.tolist() for k, v in result.model.state_dict().items() if k in ("text.proj", "text.pos_embed")}
-            Path(out).write_text(json.dumps({"loss": result.history.loss, "state": state}))
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process():
     """2 CPU processes (gloo), 8 pairs each, give the same losses and weights as one process with 16 pairs."""
@@ -186,7 +172,8 @@ def test_two_process_ddp_matches_one_process():
     single = train_distill(FAST, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "ddp.json")
-        mp.spawn(_ddp_worker, args=(2, free_port(), out, FAST), nprocs=2, join=True)
+        keys = ("text.proj", "text.pos_embed")
+        mp.spawn(ddp_worker, args=(2, free_port(), out, train_distill, FAST, keys), nprocs=2, join=True)
         ddp = json.loads(Path(out).read_text())
     assert len(ddp["loss"]) == len(single.history.loss) == 3
     for a, b in zip(ddp["loss"], single.history.loss):

@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import free_port
+from conftest import ddp_worker, free_port
 import mmcore.clip
 from mmcore.clip import CLIP, CLIPConfig, clip_loss
 from mmcore.data import HELDOUT, TRAIN_TEMPLATES, WATCH_SEED, caption
@@ -328,20 +328,6 @@ def test_command_line_records_the_command(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------- DDP (two processes)
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str, cfg: CLIPTrainConfig) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        result = train_clip(cfg, device="cpu")
-        if rank == 0:
-            state = {k: v.tolist() for k, v in result.model.state_dict().items() if k in ("logit_scale", "visual.proj")}
-            Path(out).write_text(json.dumps({"loss": result.history.loss, "state": state}))
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("hard", [False, True], ids=["plain", "hard-negatives"])
 def test_two_process_ddp_matches_one_process(hard):
@@ -353,7 +339,8 @@ def test_two_process_ddp_matches_one_process(hard):
     single = train_clip(cfg, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "ddp.json")
-        mp.spawn(_ddp_worker, args=(2, free_port(), out, cfg), nprocs=2, join=True)
+        keys = ("logit_scale", "visual.proj")
+        mp.spawn(ddp_worker, args=(2, free_port(), out, train_clip, cfg, keys), nprocs=2, join=True)
         ddp = json.loads(Path(out).read_text())
     assert len(ddp["loss"]) == len(single.history.loss) == 3
     for a, b in zip(ddp["loss"], single.history.loss):
